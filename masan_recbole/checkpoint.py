@@ -1,0 +1,176 @@
+"""Checkpoints that load with ``torch.load(weights_only=True)``.
+
+RecBole 1.2.1 pickles its whole ``Config`` (classes, enums, ``torch.device``)
+into every checkpoint, which torch >= 2.6 refuses to load by default, and which
+could run arbitrary code if loaded with ``weights_only=False``. Here the config is
+stored as plain data (str/int/float/bool/None, lists, dicts), with two tagged
+forms for ``torch.device`` and RecBole's enums, so the whole file is tensors and
+plain data. Files are written atomically: a kill during a save leaves the previous
+file intact.
+"""
+
+import os
+import pickle
+import zipfile
+from enum import Enum
+
+import numpy as np
+import torch
+
+FORMAT = "masan_recbole.checkpoint.v1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be written or read safely."""
+
+
+def _enum_types():
+    from recbole.utils import enum_type
+
+    return {
+        cls.__name__: cls
+        for cls in vars(enum_type).values()
+        if isinstance(cls, type) and issubclass(cls, Enum) and cls is not Enum
+    }
+
+
+def _encode(value, where):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    if isinstance(value, Enum):
+        return {"__enum__": type(value).__name__, "name": value.name}
+    if isinstance(value, dict):
+        return {str(k): _encode(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise CheckpointError(
+        f"config value {where} = {value!r} ({type(value).__name__}) cannot be stored "
+        "as plain data in a checkpoint; use a number, string, list or dict"
+    )
+
+
+def _decode(value, enums):
+    if isinstance(value, dict):
+        if set(value) == {"__device__"}:
+            device = torch.device(value["__device__"])
+            if device.type == "cuda" and not torch.cuda.is_available():
+                device = torch.device("cpu")
+            return device
+        if set(value) == {"__enum__", "name"}:
+            if value["__enum__"] not in enums:
+                raise CheckpointError(f"unknown enum {value['__enum__']} in checkpoint config")
+            return enums[value["__enum__"]][value["name"]]
+        return {k: _decode(v, enums) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v, enums) for v in value]
+    return value
+
+
+def encode_config(config):
+    """A RecBole ``Config`` (or dict) as plain data."""
+    items = config.final_config_dict if hasattr(config, "final_config_dict") else config
+    return {key: _encode(value, key) for key, value in items.items()}
+
+
+def decode_config(data):
+    """A RecBole ``Config`` rebuilt from :func:`encode_config`'s output.
+
+    The config is not re-parsed (no command line, no yaml): it is exactly the
+    trained one, except that the device falls back to CPU where CUDA is missing
+    and the data path is looked up again when the saved one is gone.
+    """
+    from recbole.config import Config
+
+    from masan_recbole.registry import get_model, resolve_data_path
+
+    final = {k: _decode(v, _enum_types()) for k, v in data.items()}
+    config = Config.__new__(Config)
+    config._init_parameters_category()
+    config.yaml_loader = config._build_yaml_loader()
+    config.file_config_dict = config.variable_config_dict = config.cmd_config_dict = {}
+    config.external_config_dict = config.internal_config_dict = {}
+    config.model, config.dataset = final["model"], final["dataset"]
+    config.model_class = get_model(config.model)
+    # A checkpoint is loaded into one process, whatever wrote it.
+    final.update(single_spec=True, local_rank=0)
+    if not os.path.isdir(final["data_path"]):
+        root = os.path.dirname(os.path.normpath(final["data_path"]))
+        final["data_path"] = resolve_data_path(root, config.dataset)
+    config.final_config_dict = final
+    return config
+
+
+def plain_metrics(result):
+    """An evaluation result (OrderedDict of numpy floats) as a plain dict."""
+    if result is None:
+        return None
+    return {str(k): float(v) for k, v in result.items()}
+
+
+def _check_plain(value, where):
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_plain(v, f"{where}.{k}")
+        return
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    raise CheckpointError(
+        f"checkpoint entry {where} is a {type(value).__name__}; only tensors and plain "
+        "data (numbers, strings, lists, dicts) can be saved safely"
+    )
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` (a dict of tensors and plain data) to ``path`` atomically."""
+    state = {"format": FORMAT, **state}
+    _check_plain(state, "checkpoint")
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint with ``weights_only=True``; refuse anything else clearly."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = str(e).strip().splitlines()
+        reason = next((line for line in detail if "Unsupported" in line), detail[0] if detail else "")
+        raise CheckpointError(
+            f"refusing to load {path}: it contains pickled Python objects, not only tensors "
+            f"and plain data ({reason.strip()}). Loading it could run arbitrary code. "
+            "Checkpoints written with masan_recbole imported are safe; a checkpoint from "
+            "plain RecBole must be re-trained with `import masan_recbole` first."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(
+            f"{path} is not a readable torch checkpoint (truncated or corrupt?): {e}"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"{path} is not a masan_recbole checkpoint (expected format {FORMAT!r}, "
+            f"found {found}). Train it with `import masan_recbole` or run_recbole.py."
+        )
+    return state

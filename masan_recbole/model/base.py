@@ -1,0 +1,51 @@
+"""What every plugin model shares: item scoring, CE/BPR losses, RecBole's init."""
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.loss import BPRLoss
+from torch import nn
+
+
+class ItemScoringRecommender(SequentialRecommender):
+    """A sequential model whose ``forward`` gives one state per sequence [B,d],
+    scored against ``self.item_embedding`` (the input table, shared).
+
+    Subclasses build ``self.item_embedding`` and ``forward(item_seq, item_seq_len)``,
+    and call :meth:`init_loss` in ``__init__``.
+    """
+
+    def init_loss(self, config):
+        self.loss_type = config["loss_type"]
+        losses = {"CE": nn.CrossEntropyLoss, "BPR": BPRLoss}
+        if self.loss_type not in losses:
+            raise ValueError(f"loss_type '{self.loss_type}' is not one of {sorted(losses)}")
+        self.loss_fct = losses[self.loss_type]()
+
+    def init_weights(self, module):
+        """RecBole's convention: Linear/Embedding ~ N(0, initializer_range), bias 0, LayerNorm (1, 0)."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    def calculate_loss(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            neg_items = interaction[self.NEG_ITEM_ID]
+            pos_score = (seq_output * self.item_embedding(pos_items)).sum(-1)  # [B]
+            neg_score = (seq_output * self.item_embedding(neg_items)).sum(-1)
+            return self.loss_fct(pos_score, neg_score)
+        logits = seq_output @ self.item_embedding.weight.T  # [B,N]
+        return self.loss_fct(logits, pos_items)
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return (seq_output * self.item_embedding(interaction[self.ITEM_ID])).sum(-1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output @ self.item_embedding.weight.T  # [B,N]

@@ -1,0 +1,6 @@
+"""Hyper-parameter search: python run_hyper.py --model=MASAN --dataset=ml-100k --params_file=configs/hyper/MASAN.test"""
+
+import masan_recbole.quick_start
+
+if __name__ == "__main__":
+    masan_recbole.quick_start.main_hyper()
