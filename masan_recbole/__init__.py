@@ -7,7 +7,8 @@ with every RecBole entry point (see :mod:`masan_recbole.registry`).
 
 from masan_recbole import compat
 
-# numpy aliases and the optional-ray stand-in must precede recbole.quick_start.
+# These must precede any import of recbole.quick_start.
+compat.pandas_below_3()
 compat.numpy_aliases()
 compat.ray_optional()
 

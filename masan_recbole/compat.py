@@ -11,6 +11,7 @@ Fixes done by the install recipe, not by code:
 * #1 ``setuptools>=77.0.3,<81`` is a dependency: ray 2.6.3 (imported by
   ``recbole.quick_start``) and hyperopt import ``pkg_resources``, which
   setuptools 81 removed.
+* #6 ``pandas>=2,<3`` (see ``pandas_below_3`` below).
 
 Fixes done in code (``apply_all`` order):
 
@@ -19,9 +20,12 @@ Fixes done in code (``apply_all`` order):
   ``Config.__init__`` to create them; an unpickled or rebuilt config never runs it.
 * ``ray_optional`` (#11): ``recbole.quick_start`` imports ray at import time only
   for ``tune.report``; without ray a no-op stand-in is installed.
-* ``pandas3_missing_values`` (#6): under pandas 3 copy-on-write,
-  ``df[col].fillna(..., inplace=True)`` silently does nothing, so missing values
-  stayed NaN. Rewritten as assignments.
+* ``pandas_below_3`` (#6): under pandas 3, RecBole 1.2.1 corrupts data without
+  an error: copy-on-write makes ``df[col].fillna(..., inplace=True)`` a no-op
+  (missing values stay NaN), and ``Series.agg(len)`` now returns the column length
+  instead of each row's (token_seq remapping breaks; a benchmark file's
+  ``item_length`` becomes the row count). pandas is pinned below 3 and importing
+  the plugin under pandas 3 stops with the reason.
 * ``hyperopt_exhaustive_rng`` (#10): hyperopt >= 0.2.7 expects a
   ``numpy.random.Generator``; RecBole's exhaustive search hands it a ``RandomState``.
 * ``device_selection`` (PLATFORM.md "Device handling", §4): RecBole overwrites
@@ -32,6 +36,8 @@ Fixes done in code (``apply_all`` order):
   refuses RecBole's pickled ``Config``. Checkpoints now hold plain data only
   (see :mod:`masan_recbole.checkpoint`), are written atomically, and the trainer
   reloads them with ``weights_only=True``; ``load_data_and_model`` is replaced.
+* ``quiet_known_warnings``: hides the harmless warnings (#7-#9) RecBole and ray
+  raise on this stack, and only those.
 * ``clear_errors``: a NaN loss, a missing dataset (RecBole would try to download
   it) and malformed atomic files stop with a message that names the problem.
 
@@ -101,51 +107,20 @@ def ray_optional():
         tune.report = lambda **metrics: None
         ray = types.ModuleType("ray")
         ray.tune = tune
-        sys.modules.setdefault("ray", ray)
-        sys.modules.setdefault("ray.tune", tune)
+        sys.modules["ray"], sys.modules["ray.tune"] = ray, tune
 
 
-@_once
-def pandas3_missing_values():
+def pandas_below_3():
     import pandas as pd
-    from recbole.data.dataset import dataset as dataset_module
-    from recbole.utils import FeatureType
 
-    def _fill_nan(self):
-        # Same rules as RecBole: token -> 0 ([PAD]), float -> column mean,
-        # sequences -> empty array; but assigned, so pandas 3 keeps the result.
-        for feat_name in self.feat_name_list:
-            feat = getattr(self, feat_name)
-            for field in feat:
-                ftype = self.field2type[field]
-                if ftype == FeatureType.TOKEN:
-                    feat[field] = feat[field].fillna(value=0)
-                elif ftype == FeatureType.FLOAT:
-                    feat[field] = feat[field].fillna(value=feat[field].mean())
-                else:
-                    dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
-                    empty = np.array([], dtype=dtype)
-                    feat[field] = feat[field].apply(
-                        lambda x: empty.copy() if isinstance(x, float) else x
-                    )
-
-    dataset_module.Dataset._fill_nan = _fill_nan
-
-    # `_load_feat` fills empty sequence cells with "" through the same no-op
-    # pattern. Its reads go through this module's `pd`, so fill them at read time.
-    class _PandasFillingSequences:
-        def __getattr__(self, name):
-            return getattr(pd, name)
-
-        @staticmethod
-        def read_csv(*args, **kwargs):
-            df = pd.read_csv(*args, **kwargs)
-            for column in df.columns:
-                if str(column).endswith("_seq"):
-                    df[column] = df[column].fillna("")
-            return df
-
-    dataset_module.pd = _PandasFillingSequences()
+    if int(pd.__version__.split(".")[0]) >= 3:
+        raise ImportError(
+            f"masan_recbole: pandas {pd.__version__} is installed, but RecBole 1.2.1 silently "
+            "corrupts data under pandas 3: missing values are never filled (copy-on-write makes "
+            "`df[col].fillna(inplace=True)` a no-op) and `Series.agg(len)` returns the column "
+            "length instead of each sequence's, so token_seq fields and session lengths are wrong. "
+            'Install a supported pandas: pip install "pandas>=2,<3"'
+        )
 
 
 @_once
@@ -384,13 +359,31 @@ def _wants_field(cfg, suffix, field):
     return field in load_col[suffix]
 
 
+@_once
+def quiet_known_warnings():
+    import warnings
+
+    # Harmless under the supported stack (PLATFORM.md #7-#9): pandas 2.x
+    # deprecations RecBole triggers, its CUDA-only GradScaler call, and ray's
+    # pkg_resources notice. Only warnings raised from these modules are hidden.
+    for category, module in [
+        (FutureWarning, r"recbole\."),
+        (DeprecationWarning, r"recbole\."),
+        (UserWarning, r"recbole\.data\."),
+        (UserWarning, r"ray\."),
+        (DeprecationWarning, r"thop\."),
+    ]:
+        warnings.filterwarnings("ignore", category=category, module=module)
+
+
 def apply_all():
+    pandas_below_3()
     numpy_aliases()
     ray_optional()
-    pandas3_missing_values()
     hyperopt_exhaustive_rng()
     device_selection()
     ddp_without_device_ids()
     safe_checkpoints()
     clear_errors()
+    quiet_known_warnings()
     logging.getLogger("masan_recbole").debug("RecBole compatibility fixes applied")

@@ -1,0 +1,180 @@
+"""Each RecBole-on-today's-stack fix in masan_recbole.compat, driven through RecBole itself.
+Every test here fails when its fix is removed."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from recbole.config import Config
+from recbole.data import create_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code, cwd, timeout=300):
+    """Run ``code`` in a fresh interpreter (nothing imported), return its stdout."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_numpy_aliases_let_config_and_metrics_run(tiny_config):
+    # numpy 2 removed np.float_ (Config.__init__) and np.float/np.bool (RecBole's metrics).
+    config = Config(model="SASRec", dataset="synth", config_dict=tiny_config)
+    assert config["model"] == "SASRec"
+    from recbole.evaluator.metrics import MRR
+
+    ranks = MRR(config).metric_info(np.array([[False, True, False]]))  # uses np.float
+    assert ranks.tolist() == [[0.0, 0.5, 0.5]]
+
+
+def test_load_data_and_model_evaluates_in_a_fresh_process(tiny_config, tmp_path):
+    # The rebuilt config never runs Config.__init__, so only the import-time aliases
+    # make RecBole's evaluator work there.
+    from recbole.quick_start import run_recbole
+
+    result = run_recbole(model="SASRec", dataset="synth", config_dict=dict(tiny_config, epochs=1))
+    (ckpt,) = os.listdir(tiny_config["checkpoint_dir"])
+    out = run_python(f"""
+        import masan_recbole
+        from recbole.quick_start import load_data_and_model
+        from recbole.utils import get_trainer
+        config, model, dataset, train, valid, test = load_data_and_model({os.path.join(tiny_config['checkpoint_dir'], ckpt)!r})
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        print("NDCG", trainer.evaluate(test, load_best_model=False)["ndcg@10"])
+    """, cwd=tmp_path)
+    assert float(out.split("NDCG")[-1]) == pytest.approx(float(result["test_result"]["ndcg@10"]))
+
+
+def _write_with_missing_values(root):
+    folder = os.path.join(root, "gaps")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "gaps.inter"), "w") as f:
+        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for u in range(1, 6):
+            for t in range(6):
+                rating = "" if (u + t) % 4 == 0 else str(1 + (u * t) % 5)
+                f.write(f"{u}\t{(u + t) % 7 + 1}\t{rating}\t{100 * u + t}\n")
+    with open(os.path.join(folder, "gaps.item"), "w") as f:
+        f.write("item_id:token\tgenre:token\tprice:float\ttags:token_seq\n")
+        for i in range(1, 9):
+            genre, price, tags = ("", "", "") if i % 3 == 0 else (f"g{i % 2}", f"{i}.5", f"t{i} t{i + 1}")
+            f.write(f"{i}\t{genre}\t{price}\t{tags}\n")
+
+
+def test_missing_values_are_filled_and_sequences_kept(tmp_path):
+    # Under pandas 3 (hence the pin), RecBole's `df[col].fillna(inplace=True)` is a no-op
+    # and `Series.agg(len)` stops being per row, which breaks token_seq fields.
+    _write_with_missing_values(str(tmp_path))
+    config = Config(model="SASRec", dataset="gaps", config_dict={
+        "data_path": str(tmp_path), "load_col": None, "state": "WARNING"})
+    dataset = create_dataset(config)
+    inter, item = dataset.inter_feat, dataset.item_feat
+    assert not inter["rating"].isna().any()
+    assert not item["price"].isna().any()
+    known = [i + 0.5 for i in range(1, 9) if i % 3]
+    row = {token: item.index[item["item_id"] == dataset.token2id("item_id", token)][0] for token in ("3", "4")}
+    assert item.at[row["3"], "price"] == pytest.approx(np.mean(known))  # missing float -> column mean
+    assert item.at[row["3"], "genre"] == 0  # missing token -> [PAD]
+    assert len(item.at[row["3"], "tags"]) == 0  # missing sequence -> empty
+    assert dataset.id2token("tags", item.at[row["4"], "tags"]).tolist() == ["t4", "t5"]
+
+
+def test_pandas_3_is_refused_with_the_reason(monkeypatch):
+    import pandas
+
+    from masan_recbole import compat
+
+    monkeypatch.setattr(pandas, "__version__", "3.1.1")
+    with pytest.raises(ImportError, match=r"silently corrupts data.*pandas>=2,<3"):
+        compat.pandas_below_3()
+
+
+def test_exhaustive_hyper_search_runs_on_current_hyperopt(tmp_path):
+    from recbole.trainer import HyperTuning
+
+    params = tmp_path / "hyper.test"
+    params.write_text("learning_rate choice [0.01,0.001]\nn_layers choice [1,2]\n")
+    seen = []
+
+    def objective(config_dict, config_file_list):
+        seen.append((config_dict["learning_rate"], config_dict["n_layers"]))
+        score = config_dict["learning_rate"] * config_dict["n_layers"]
+        return {"model": "toy", "best_valid_score": score, "valid_score_bigger": True,
+                "best_valid_result": {}, "test_result": {}}
+
+    tuner = HyperTuning(objective, params_file=str(params), algo="exhaustive")
+    tuner.run()
+    assert sorted(seen) == [(0.001, 1), (0.001, 2), (0.01, 1), (0.01, 2)]
+    assert tuner.best_params == {"learning_rate": 0.01, "n_layers": 2}
+
+
+def test_device_cpu_is_respected_when_cuda_exists(tiny_config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, device="cpu"))["device"].type == "cpu"
+    assert Config(model="SASRec", dataset="synth", config_dict=tiny_config)["device"].type == "cuda"
+
+
+def test_unavailable_cuda_request_is_an_error(tiny_config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, device="cuda"))
+    assert Config(model="SASRec", dataset="synth", config_dict=tiny_config)["device"].type == "cpu"
+
+
+def test_recbole_quick_start_imports_without_ray(tmp_path):
+    out = run_python("""
+        import sys
+        sys.modules["ray"] = None  # makes `import ray` fail, as in an install without ray
+        import masan_recbole
+        from recbole.quick_start import objective_function, run_recbole
+        print("ok")
+    """, cwd=tmp_path)
+    assert out.strip().endswith("ok")
+
+
+def test_nan_loss_names_the_problem_and_the_fix(tiny_config, monkeypatch):
+    from recbole.quick_start import run_recbole
+
+    from masan_recbole.model.sasrec import SASRec
+
+    monkeypatch.setattr(SASRec, "calculate_loss", lambda self, batch: self.item_embedding.weight.sum() * float("nan"))
+    with pytest.raises(ValueError, match="Training loss is NaN.*Lower learning_rate"):
+        run_recbole(model="SASRec", dataset="synth", config_dict=tiny_config)
+
+
+def test_missing_dataset_says_where_to_put_it_without_downloading(tiny_config, monkeypatch):
+    import recbole.data.dataset.dataset as dataset_module
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(dataset_module, "download_url", no_network)
+    monkeypatch.setattr(dataset_module, "decide_download", no_network)
+    for name in ("no-such-data", "ml-1m"):  # unknown name, and one RecBole would download
+        config = Config(model="SASRec", dataset=name, config_dict=tiny_config)
+        with pytest.raises(FileNotFoundError, match=rf"Dataset '{name}' not found.*{name}\.inter.*never downloads"):
+            create_dataset(config)
+
+
+@pytest.mark.parametrize("header,row,message", [
+    ("user_id\titem_id:token\ttimestamp:float", "1\t2\t3", "user_id"),
+    ("user_id:token\titem_id:token\ttimestamp:float", "1\t2\tlate", "late"),
+    ("user_id:token\ttimestamp:float", "1\t3", "ITEM_ID_FIELD"),
+    ("user_id:token\titem_id:token\ttimestamp:float", "1\t2", "line 3"),
+])
+def test_malformed_atomic_files_are_rejected_clearly(tmp_path, tiny_config, header, row, message):
+    from masan_recbole.atomic import AtomicFileError
+
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    good_row = "\t".join("1" for _ in header.split("\t"))
+    (folder / "bad.inter").write_text(f"{header}\n{good_row}\n{row}\n")
+    config = Config(model="SASRec", dataset="bad", config_dict=dict(tiny_config, data_path=str(tmp_path)))
+    with pytest.raises(AtomicFileError, match=message):
+        create_dataset(config)
