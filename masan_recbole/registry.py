@@ -194,6 +194,23 @@ def _check_types(config):
             )
 
 
+def _load_time_field_for_ordering(config):
+    """Time-ordered splits need the time column: RecBole's generic default
+    ``load_col`` (user and item only) fails later with "[timestamp] is not exist"."""
+    cfg = config.final_config_dict
+    load_col, time_field = cfg.get("load_col"), cfg.get("TIME_FIELD")
+    if cfg["eval_args"].get("order") != "TO" or not time_field or not load_col or "inter" not in load_col:
+        return
+    if time_field in load_col["inter"] or cfg.get("benchmark_filename"):
+        return
+    if "load_col" in config.external_config_dict:
+        raise ValueError(
+            f"eval_args order 'TO' sorts by {time_field!r}, but load_col['inter'] = {load_col['inter']} "
+            f"does not load it: add {time_field!r} to load_col['inter'], or set TIME_FIELD."
+        )
+    cfg["load_col"] = {**load_col, "inter": [*load_col["inter"], time_field]}
+
+
 def _patch_config():
     from recbole.config import Config
     from recbole.utils import ModelType
@@ -223,6 +240,7 @@ def _patch_config():
                 cfg["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
         original_set_defaults(self)
         cfg["data_path"] = resolve_data_path(root, self.dataset)
+        _load_time_field_for_ordering(self)
 
     Config._load_internal_config_dict = _load_internal_config_dict
     Config._set_default_parameters = _set_default_parameters
@@ -247,4 +265,10 @@ def install():
             module.get_model = get_model
         if hasattr(module, "get_trainer"):
             module.get_trainer = get_trainer
+    # RecBole's `run(nproc>1)` spawns children that import only recbole; ours
+    # spawns through a function of this package, so children register the models.
+    import recbole.quick_start
+    from masan_recbole.quick_start import run
+
+    recbole.quick_start.run = quick_start.run = run
     _patch_config()

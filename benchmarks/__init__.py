@@ -1,0 +1,1 @@
+"""Benchmarks: runnable by anyone, results written under benchmarks/results/."""

@@ -1,0 +1,97 @@
+"""Our SASRec vs RecBole's built-in SASRec: same data, same config, same initial
+weights, one process. Reports train seconds per epoch, full-sort eval seconds and
+test metrics, and our/RecBole ratios.
+
+    python -m benchmarks.sasrec_speed --dataset ml-100k --epochs 1 [--device cpu|cuda] [--key=value ...]
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import torch
+
+import masan_recbole  # noqa: F401
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+MODELS = ("RecBoleSASRec", "SASRec")
+
+
+def measure(model_name, dataset_name, config_dict, data, initial_state, epochs):
+    config = Config(model=model_name, dataset=dataset_name, config_dict=config_dict)
+    train_data, valid_data, test_data = data
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    train_seconds, losses = [], []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        losses.append(float(trainer._train_epoch(train_data, epoch, show_progress=False)))
+        train_seconds.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    trainer.evaluate(valid_data, load_best_model=False)
+    eval_seconds = time.perf_counter() - start
+    test = trainer.evaluate(test_data, load_best_model=False)
+    return model, {
+        "train_seconds_per_epoch": sum(train_seconds) / epochs,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "losses": losses,
+        "test": {k: float(v) for k, v in test.items()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/sasrec_speed-<dataset>-<device>.json)")
+    args, rest = parser.parse_known_args()
+    sys.argv = [sys.argv[0], *rest]  # --key=value overrides go to RecBole's Config
+    config_dict = {"show_progress": False, "state": "WARNING", "metrics": ["Hit", "NDCG", "MRR"], "topk": [10]}
+    if args.device != "auto":
+        config_dict["device"] = args.device
+
+    config = Config(model=MODELS[0], dataset=args.dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    data = data_preparation(config, create_dataset(config))
+    results, initial_state = {}, None
+    for name in MODELS:  # RecBole's first: its initial weights are copied into ours
+        model, results[name] = measure(name, args.dataset, config_dict, data, initial_state, args.epochs)
+        initial_state = {k: v.clone() for k, v in model.state_dict().items()} if initial_state is None else initial_state
+        print(name, json.dumps(results[name]))
+
+    ours, theirs = results["SASRec"], results["RecBoleSASRec"]
+    report = {
+        "benchmark": "sasrec_speed",
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "device": str(config["device"]),
+        "device_name": torch.cuda.get_device_name() if config["device"].type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "overrides": rest,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "results": results,
+        "ratio_ours_over_recbole": {
+            "train_seconds_per_epoch": ours["train_seconds_per_epoch"] / theirs["train_seconds_per_epoch"],
+            "eval_seconds": ours["eval_seconds"] / theirs["eval_seconds"],
+        },
+    }
+    out = args.out or os.path.join("benchmarks", "results", f"sasrec_speed-{args.dataset}-{config['device'].type}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(json.dumps(report["ratio_ours_over_recbole"]), "->", out)
+
+
+if __name__ == "__main__":
+    main()
