@@ -11,6 +11,7 @@ file intact.
 
 import os
 import pickle
+import random
 import zipfile
 from enum import Enum
 
@@ -109,6 +110,35 @@ def plain_metrics(result):
     if result is None:
         return None
     return {str(k): float(v) for k, v in result.items()}
+
+
+def rng_state(generator=None):
+    """Every random state training draws from, as tensors and plain data: Python's,
+    numpy's (RecBole's negative sampler), torch's (dropout, init) and the train
+    dataloader's own shuffling ``generator``."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": [version, list(mt), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["dataloader"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state, generator=None):
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if generator is not None and "dataloader" in state:
+        generator.set_state(state["dataloader"].cpu())
 
 
 def _check_plain(value, where):

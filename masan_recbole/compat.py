@@ -36,6 +36,9 @@ Fixes done in code (``apply_all`` order):
   refuses RecBole's pickled ``Config``. Checkpoints now hold plain data only
   (see :mod:`masan_recbole.checkpoint`), are written atomically, and the trainer
   reloads them with ``weights_only=True``; ``load_data_and_model`` is replaced.
+  Resuming (``checkpoint_file`` key, or ``trainer.resume_checkpoint``) restores
+  model, optimiser, scheduler, epoch, best score and every random state, so a
+  resumed run ends exactly where an uninterrupted one does.
 * ``quiet_known_warnings``: hides the harmless warnings (#7-#9) RecBole and ray
   raise on this stack, and only those.
 * ``clear_errors``: a NaN loss, a missing dataset (RecBole would try to download
@@ -254,6 +257,7 @@ def safe_checkpoints():
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None:
             state["scheduler"] = scheduler.state_dict()
+        state["rng"] = checkpoint.rng_state(getattr(self, "train_generator", None))
         checkpoint.save_checkpoint(state, path)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
@@ -278,7 +282,22 @@ def safe_checkpoints():
         scheduler = getattr(self, "scheduler", None)
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
+        self.resumed_from = resume_file
+        self.resumed_rng = state.get("rng")  # applied when fit() has the dataloader
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    original_fit = Trainer.fit
+
+    def fit(self, train_data, *args, **kwargs):
+        # `checkpoint_file` (config key or --checkpoint_file=...) resumes any entry point.
+        resume_from = self.config["checkpoint_file"]
+        if resume_from and getattr(self, "resumed_from", None) is None:
+            self.resume_checkpoint(resume_from)
+        self.train_generator = getattr(train_data, "generator", None)
+        if getattr(self, "resumed_rng", None):
+            # Training goes on exactly as if it had never stopped.
+            checkpoint.set_rng_state(self.resumed_rng, self.train_generator)
+        return original_fit(self, train_data, *args, **kwargs)
 
     original_evaluate = Trainer.evaluate
 
@@ -297,6 +316,7 @@ def safe_checkpoints():
 
     Trainer._save_checkpoint = _save_checkpoint
     Trainer.resume_checkpoint = resume_checkpoint
+    Trainer.fit = fit
     Trainer.evaluate = evaluate
     quick_start.load_data_and_model = load_data_and_model
     quick_start_module.load_data_and_model = load_data_and_model
