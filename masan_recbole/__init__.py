@@ -8,6 +8,7 @@ with every RecBole entry point (see :mod:`masan_recbole.registry`).
 from masan_recbole import compat
 
 # These must precede any import of recbole.quick_start.
+compat.quiet_known_warnings()
 compat.pandas_below_3()
 compat.numpy_aliases()
 compat.ray_optional()

@@ -45,12 +45,10 @@ def isolated_run(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])
 
 
-@pytest.fixture
-def tiny_config(data_root, tmp_path):
-    """A config dict for a seconds-long run on the generated dataset; update it per test."""
+def make_tiny_config(data_root, checkpoint_dir):
     return {
         "data_path": data_root,
-        "checkpoint_dir": str(tmp_path / "saved"),
+        "checkpoint_dir": str(checkpoint_dir),
         "epochs": 2,
         "train_batch_size": 256,
         "eval_batch_size": 512,
@@ -72,3 +70,24 @@ def tiny_config(data_root, tmp_path):
         "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
     }
+
+
+@pytest.fixture
+def tiny_config(data_root, tmp_path):
+    """A config dict for a seconds-long run on the generated dataset; update it per test."""
+    return make_tiny_config(data_root, tmp_path / "saved")
+
+
+@pytest.fixture(scope="session")
+def trained_sasrec(data_root, tmp_path_factory):
+    """Checkpoint of a tiny SASRec trained once on the generated dataset (3 epochs)."""
+    from recbole.quick_start import run_recbole
+
+    folder = tmp_path_factory.mktemp("trained_sasrec")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(folder)
+        mp.setattr(sys, "argv", ["pytest"])
+        config = dict(make_tiny_config(data_root, folder / "saved"), epochs=3)
+        run_recbole(model="SASRec", dataset=SYNTH, config_dict=config)
+    (name,) = os.listdir(folder / "saved")
+    return str(folder / "saved" / name)
