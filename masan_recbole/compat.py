@@ -28,6 +28,9 @@ Fixes done in code (``apply_all`` order):
   the plugin under pandas 3 stops with the reason.
 * ``hyperopt_exhaustive_rng`` (#10): hyperopt >= 0.2.7 expects a
   ``numpy.random.Generator``; RecBole's exhaustive search hands it a ``RandomState``.
+* ``no_anomaly_detection``: importing RecBole's sequential models (its SINE
+  module) turns on autograd anomaly detection process-wide, slowing every
+  backward pass; it is switched back off.
 * ``device_selection`` (PLATFORM.md "Device handling", §4): RecBole overwrites
   ``device`` (so ``--device=cpu`` is ignored on a CUDA machine) and hard-codes
   NCCL for multi-process runs; CPU runs use gloo.
@@ -150,6 +153,19 @@ def hyperopt_exhaustive_rng():
             return getattr(np, name)
 
     hyper_tuning.np = _NumpyWithGenerator()
+
+
+@_once
+def no_anomaly_detection():
+    import torch
+
+    # recbole/model/sequential_recommender/sine.py switches autograd's anomaly
+    # detection on for the whole process when it is imported, which happens as
+    # soon as any sequential model is looked up: every backward pass then scans
+    # every gradient for NaN (about a third of a SASRec training step on CPU).
+    import recbole.model.sequential_recommender  # noqa: F401  (runs that import now, once)
+
+    torch.autograd.set_detect_anomaly(False)
 
 
 @_once
@@ -401,6 +417,7 @@ def apply_all():
     numpy_aliases()
     ray_optional()
     hyperopt_exhaustive_rng()
+    no_anomaly_detection()
     device_selection()
     ddp_without_device_ids()
     safe_checkpoints()

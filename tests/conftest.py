@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 import masan_recbole  # noqa: F401  (applies the fixes and registers the models)
 
@@ -35,6 +36,16 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("dataset")
     write_sequences_dataset(str(root))
     return str(root)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    # Tiny tensors and many small kernels: on a busy 2-core CPU, two OpenMP threads
+    # spin-wait on each other and make the tests several times slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

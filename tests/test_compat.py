@@ -138,6 +138,14 @@ def test_recbole_quick_start_imports_without_ray(tmp_path):
     assert out.strip().endswith("ok")
 
 
+def test_anomaly_detection_stays_off_after_model_lookup():
+    # RecBole's SINE module enables it globally on import; plugin and built-in lookups import it.
+    from recbole.utils import get_model
+
+    get_model("SINE"), get_model("SASRec"), get_model("LightSANs")
+    assert not torch.is_anomaly_enabled()
+
+
 def test_nan_loss_names_the_problem_and_the_fix(tiny_config, monkeypatch):
     from recbole.quick_start import run_recbole
 
