@@ -13,7 +13,7 @@ from recbole.utils import init_logger, init_seed
 from masan_recbole.checkpoint import decode_config, load_checkpoint
 from masan_recbole.registry import get_model
 
-DEFAULT_MODEL = "SASRec"
+DEFAULT_MODEL = "MASAN"
 DEFAULT_DATASET = "ml-100k"
 
 

@@ -1,0 +1,1 @@
+"""Analyses of trained checkpoints (``python -m masan_recbole.analysis.<name> --help``)."""
