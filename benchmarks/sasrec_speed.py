@@ -2,7 +2,11 @@
 weights, one process. Reports train seconds per epoch, full-sort eval seconds and
 test metrics, and our/RecBole ratios.
 
-    python -m benchmarks.sasrec_speed --dataset ml-100k --epochs 1 [--device cpu|cuda] [--key=value ...]
+    python -m benchmarks.sasrec_speed --dataset ml-100k --epochs 1 [--rounds 2] [--device cpu|cuda] [--key=value ...]
+
+With ``--rounds 2`` the models run in the order A B B A, so a change in the
+machine's load during the run weighs on both alike; each figure is the mean
+over rounds.
 """
 
 import argparse
@@ -39,7 +43,7 @@ def measure(model_name, dataset_name, config_dict, data, initial_state, epochs):
     trainer.evaluate(valid_data, load_best_model=False)
     eval_seconds = time.perf_counter() - start
     test = trainer.evaluate(test_data, load_best_model=False)
-    return model, {
+    return {
         "train_seconds_per_epoch": sum(train_seconds) / epochs,
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
@@ -49,10 +53,18 @@ def measure(model_name, dataset_name, config_dict, data, initial_state, epochs):
     }
 
 
+def _mean(runs):
+    out = dict(runs[-1], runs=runs)
+    for key in ("train_seconds_per_epoch", "eval_seconds"):
+        out[key] = sum(r[key] for r in runs) / len(runs)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="runs per model, in A B B A order")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--out", default=None, help="result JSON (default benchmarks/results/sasrec_speed-<dataset>-<device>.json)")
     args, rest = parser.parse_known_args()
@@ -64,17 +76,22 @@ def main():
     config = Config(model=MODELS[0], dataset=args.dataset, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     data = data_preparation(config, create_dataset(config))
-    results, initial_state = {}, None
-    for name in MODELS:  # RecBole's first: its initial weights are copied into ours
-        model, results[name] = measure(name, args.dataset, config_dict, data, initial_state, args.epochs)
-        initial_state = {k: v.clone() for k, v in model.state_dict().items()} if initial_state is None else initial_state
-        print(name, json.dumps(results[name]))
+    init_seed(config["seed"], config["reproducibility"])
+    initial_state = get_model(MODELS[0])(config, data[0]._dataset).state_dict()  # both start from these weights
+    runs = {name: [] for name in MODELS}
+    for round_ in range(args.rounds):
+        for name in MODELS if round_ % 2 == 0 else MODELS[::-1]:
+            result = measure(name, args.dataset, config_dict, data, initial_state, args.epochs)
+            runs[name].append(result)
+            print(name, json.dumps(result), flush=True)
+    results = {name: _mean(rs) for name, rs in runs.items()}
 
     ours, theirs = results["SASRec"], results["RecBoleSASRec"]
     report = {
         "benchmark": "sasrec_speed",
         "dataset": args.dataset,
         "epochs": args.epochs,
+        "rounds": args.rounds,
         "device": str(config["device"]),
         "device_name": torch.cuda.get_device_name() if config["device"].type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
