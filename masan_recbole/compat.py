@@ -35,6 +35,8 @@ Fixes done in code (``apply_all`` order):
   ``device`` (so ``--device=cpu`` is ignored on a CUDA machine) and hard-codes
   NCCL for multi-process runs; CPU runs use gloo.
 * ``ddp_without_device_ids``: DDP on CPU must not be given ``device_ids``.
+* ``race_free_dirs``: RecBole creates ``log/`` and ``saved/`` with a check-then-create
+  that two ranks starting together race on (``FileExistsError``).
 * ``safe_checkpoints`` (#5): torch >= 2.6 loads with ``weights_only=True`` and
   refuses RecBole's pickled ``Config``. Checkpoints now hold plain data only
   (see :mod:`masan_recbole.checkpoint`), are written atomically, and the trainer
@@ -246,6 +248,23 @@ def ddp_without_device_ids():
 
 
 @_once
+def race_free_dirs():
+    import importlib
+
+    # RecBole's ensure_dir checks then creates: two DDP ranks starting together
+    # both see no ./log and one dies with FileExistsError.
+    def ensure_dir(dir_path):
+        os.makedirs(dir_path, exist_ok=True)
+
+    for name in ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.data.utils",
+                 "recbole.data.dataset.dataset",
+                 "recbole.trainer.trainer"):
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = ensure_dir
+
+
+@_once
 def safe_checkpoints():
     import torch
     from recbole import quick_start
@@ -420,6 +439,7 @@ def apply_all():
     no_anomaly_detection()
     device_selection()
     ddp_without_device_ids()
+    race_free_dirs()
     safe_checkpoints()
     clear_errors()
     quiet_known_warnings()

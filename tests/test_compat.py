@@ -127,6 +127,17 @@ def test_unavailable_cuda_request_is_an_error(tiny_config, monkeypatch):
     assert Config(model="SASRec", dataset="synth", config_dict=tiny_config)["device"].type == "cpu"
 
 
+def test_directories_are_created_without_a_race(tmp_path, monkeypatch):
+    # Two DDP ranks both pass RecBole's exists() check; the second makedirs used to raise.
+    from recbole.utils import logger as logger_module
+
+    target = tmp_path / "log"
+    monkeypatch.setattr(os.path, "exists", lambda p: False)  # both ranks "saw" no folder
+    logger_module.ensure_dir(str(target))
+    logger_module.ensure_dir(str(target))
+    assert target.is_dir()
+
+
 def test_recbole_quick_start_imports_without_ray(tmp_path):
     out = run_python("""
         import sys

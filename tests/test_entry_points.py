@@ -34,7 +34,7 @@ def test_run_recbole_cli_trains_and_tests(data_root, tmp_path):
     assert os.listdir(tmp_path / "saved")[0].startswith("SASRec-")
 
 
-def test_metric(log, name="hit@10"):
+def logged_test_metric(log, name="hit@10"):
     return float(re.search(rf"test result.*?'{name}'[,:] (?:np\.float64\()?([0-9.]+)", log).group(1))
 
 
@@ -45,7 +45,7 @@ def test_run_recbole_cli_two_processes_on_cpu(data_root, tmp_path):
     (ckpt,) = os.listdir(tmp_path / "saved")
     single = run(args, cwd=tmp_path / "saved")  # its own folder: one checkpoint per run
     # Each rank trains on half the batches (DistributedSampler), so the two runs differ a little.
-    assert abs(test_metric(two) - test_metric(single)) < 0.1
+    assert abs(logged_test_metric(two) - logged_test_metric(single)) < 0.1
     # a checkpoint from a multi-process run loads in one process
     run(["-c", f"import masan_recbole\nfrom recbole.quick_start import load_data_and_model\n"
                f"load_data_and_model({str(tmp_path / 'saved' / ckpt)!r})"], cwd=tmp_path)
