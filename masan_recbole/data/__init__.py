@@ -1,0 +1,32 @@
+"""Data converters: public benchmark files -> RecBole atomic files under ``<to>/<name>/``.
+
+``CONVERTERS`` maps a data set name to its converter, a function
+``converter(source_dir, out_dir, name, valid_fraction=0.1) -> dict`` that writes
+``<out_dir>/<name>.*`` and returns counts to print; the first line of its
+docstring describes it in ``python -m masan_recbole.data list``. Add a data set
+by adding an entry.
+"""
+
+import os
+
+from masan_recbole.data import sessions
+
+CONVERTERS = {
+    "diginetica": sessions.convert_diginetica,
+    "yoochoose1_64": sessions.convert_yoochoose1_64,
+    "yoochoose1_4": sessions.convert_yoochoose1_4,
+    "tmall": sessions.convert_srgnn,
+    "nowplaying": sessions.convert_srgnn,
+}
+
+
+def convert(name, source, to="dataset", valid_fraction=0.1):
+    """Convert the files in ``source`` into ``<to>/<name>/``; return the converter's counts."""
+    if name not in CONVERTERS:
+        raise ValueError(f"no converter for '{name}'; known: {', '.join(sorted(CONVERTERS))}")
+    if not os.path.isdir(source):
+        raise FileNotFoundError(f"source folder not found: {source}")
+    return CONVERTERS[name](source, os.path.join(to, name), name, valid_fraction=valid_fraction)
+
+
+__all__ = ["CONVERTERS", "convert", "sessions"]
