@@ -15,7 +15,6 @@ never receives a gradient; the AHFF threshold is per sequence by default
 (``ahff_threshold_scope``), so scores do not depend on the evaluation batch.
 """
 
-import torch
 from torch import nn
 
 from masan_recbole.layers import FourierSmoothing, HybridAttentionLayer, padding_mask
@@ -26,11 +25,7 @@ class ASRec(ItemScoringRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = config["hidden_size"]
-        self.initializer_range = config["initializer_range"]
-        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
-        self.position_embedding = nn.Embedding(self.max_seq_length, d)
-        self.LayerNorm = nn.LayerNorm(d, eps=config["layer_norm_eps"])
-        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.init_input(config)
         self.fourier_smoothing = FourierSmoothing(d, config["A"])
         self.layers = nn.ModuleList(
             HybridAttentionLayer(
@@ -54,12 +49,6 @@ class ASRec(ItemScoringRecommender):
         # Re-initialises Linear/Embedding/LayerNorm only: the convolutions, the SAMM
         # scalars and gate, the FSM parameters and v₃ keep their own init.
         self.apply(self.init_weights)
-
-    def embed(self, item_seq):
-        """Item + position embeddings after LN and dropout [B,L,d], before the smoothing."""
-        positions = torch.arange(item_seq.size(1), device=item_seq.device)
-        x = self.item_embedding(item_seq) + self.position_embedding(positions)  # [B,L,d]
-        return self.dropout(self.LayerNorm(x))
 
     def encode(self, item_seq):
         """Output of the last hybrid layer [B,L,d]."""

@@ -10,9 +10,26 @@ class ItemScoringRecommender(SequentialRecommender):
     """A sequential model whose ``forward`` gives one state per sequence [B,d],
     scored against ``self.item_embedding`` (the input table, shared).
 
-    Subclasses build ``self.item_embedding`` and ``forward(item_seq, item_seq_len)``,
-    and call :meth:`init_loss` in ``__init__``.
+    Subclasses build ``self.item_embedding`` (usually through :meth:`init_input`) and
+    ``forward(item_seq, item_seq_len)``, and call :meth:`init_loss` in ``__init__``.
     """
+
+    def init_input(self, config, position_rows=None):
+        """The item table (shared with the output), a position table of ``position_rows``
+        rows (default L), and the input LayerNorm and dropout."""
+        d = config["hidden_size"]
+        self.initializer_range = config["initializer_range"]
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(position_rows or self.max_seq_length, d)
+        self.LayerNorm = nn.LayerNorm(d, eps=config["layer_norm_eps"])
+        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
+
+    def embed(self, item_seq, with_positions=True):
+        """Dropout(LN(E[s] + P)) [B,L,d]; without positions Dropout(LN(E[s]))."""
+        x = self.item_embedding(item_seq)  # [B,L,d]
+        if with_positions:
+            x = x + self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
+        return self.dropout(self.LayerNorm(x))
 
     def init_loss(self, config):
         self.loss_type = config["loss_type"]

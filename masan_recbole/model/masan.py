@@ -10,7 +10,6 @@ RecBole's ``LightSANs``' logits.
 """
 
 import torch
-from torch import nn
 
 from masan_recbole.layers import AdaptiveEntmax, AdaptiveLowRankEncoder, masked_mean
 from masan_recbole.model.base import ItemScoringRecommender
@@ -22,13 +21,11 @@ class MASAN(ItemScoringRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = config["hidden_size"]
-        self.initializer_range = config["initializer_range"]
         self.global_pref = config["global_pref"]
         if self.global_pref not in GLOBAL_PREFS:
             raise ValueError(f"global_pref '{self.global_pref}' is not one of {list(GLOBAL_PREFS)}")
-        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
-        # The logged counts need L+1 rows; only the first L are ever looked up.
-        self.position_embedding = nn.Embedding(self.max_seq_length + int(config["pos_table_extra_row"]), d)
+        # The logged counts need L+1 position rows; only the first L are ever looked up.
+        self.init_input(config, position_rows=self.max_seq_length + int(config["pos_table_extra_row"]))
         normaliser = AdaptiveEntmax(
             d,
             mode=config["entmax_mode"],
@@ -51,8 +48,6 @@ class MASAN(ItemScoringRecommender):
             normaliser=normaliser,
             padding_mask=config["attn_padding_mask"],
         )
-        self.LayerNorm = nn.LayerNorm(d, eps=config["layer_norm_eps"])
-        self.dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.init_loss(config)
         self.apply(self.init_weights)
 
@@ -60,7 +55,7 @@ class MASAN(ItemScoringRecommender):
         """States at every position [B,L,d], valid positions [B,L], and each layer's (Π, α)."""
         length = item_seq.size(1)
         valid = torch.arange(length, device=item_seq.device) < item_seq_len[:, None]  # [B,L]
-        x = self.dropout(self.LayerNorm(self.item_embedding(item_seq)))  # no positions added
+        x = self.embed(item_seq, with_positions=False)  # positions are not added to the item stream
         states, stats = self.trm_encoder(x, self.position_embedding.weight[:length], valid)
         return states, valid, stats
 
