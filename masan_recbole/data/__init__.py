@@ -9,7 +9,7 @@ by adding an entry.
 
 import os
 
-from masan_recbole.data import sessions
+from masan_recbole.data import sequential, sessions
 
 CONVERTERS = {
     "diginetica": sessions.convert_diginetica,
@@ -17,16 +17,25 @@ CONVERTERS = {
     "yoochoose1_4": sessions.convert_yoochoose1_4,
     "tmall": sessions.convert_srgnn,
     "nowplaying": sessions.convert_srgnn,
+    # one sequence per user, leave-one-out by RecBole (sequential.py)
+    "beauty": sequential.convert_beauty,
+    "sports": sequential.convert_sports,
+    "toys": sequential.convert_toys,
+    "yelp-s3rec": sequential.convert_yelp_s3rec,
+    "lastfm": sequential.convert_lastfm,
+    "video-games": sequential.convert_video_games,
+    "ml-1m-gsasrec": sequential.convert_ml1m_gsasrec,
 }
 
 
 def convert(name, source, to="dataset", valid_fraction=0.1):
-    """Convert the files in ``source`` into ``<to>/<name>/``; return the converter's counts."""
+    """Convert the files in ``source`` (a folder; a file for the sequential converters) into
+    ``<to>/<name>/``; return the converter's counts."""
     if name not in CONVERTERS:
         raise ValueError(f"no converter for '{name}'; known: {', '.join(sorted(CONVERTERS))}")
-    if not os.path.isdir(source):
-        raise FileNotFoundError(f"source folder not found: {source}")
+    if not os.path.exists(source):
+        raise FileNotFoundError(f"source not found: {source}")
     return CONVERTERS[name](source, os.path.join(to, name), name, valid_fraction=valid_fraction)
 
 
-__all__ = ["CONVERTERS", "convert", "sessions"]
+__all__ = ["CONVERTERS", "convert", "sequential", "sessions"]

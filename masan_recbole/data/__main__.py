@@ -14,10 +14,12 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("convert", help="convert one data set")
     run.add_argument("name", help="data set name (see `list`); also the name of the written files")
-    run.add_argument("--from", dest="source", required=True, help="folder with the original files")
+    run.add_argument("--from", dest="source", required=True,
+                     help="folder with the original files (sequential data sets: also the file itself)")
     run.add_argument("--to", default="dataset", help="RecBole data_path; files go to <to>/<name>/ (default ./dataset)")
     run.add_argument("--valid-fraction", type=float, default=0.1,
-                     help="share of the most recent training sessions used for validation (default 0.1)")
+                     help="session data sets: share of the most recent training sessions used for validation "
+                          "(default 0.1); sequential ones split leave-one-out in RecBole and ignore it")
     commands.add_parser("list", help="list the data sets that can be converted")
     args = parser.parse_args(argv)
     if args.command == "list":
