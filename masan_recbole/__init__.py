@@ -18,6 +18,10 @@ from masan_recbole import registry  # noqa: E402
 registry.install()
 compat.apply_all()
 
+from masan_recbole.data import all_positions  # noqa: E402
+
+all_positions.install()
+
 from masan_recbole import model  # noqa: E402,F401  (registers the models)
 from masan_recbole.quick_start import load_data_and_model, run  # noqa: E402
 from masan_recbole.registry import get_model, plugin_models, register_model  # noqa: E402

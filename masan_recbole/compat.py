@@ -429,6 +429,9 @@ def quiet_known_warnings():
         (DeprecationWarning, r"thop\."),
     ]:
         warnings.filterwarnings("ignore", category=category, module=module)
+    # RecBole's Interaction.sort hands a tensor to np.argsort; numpy warns about torch's
+    # __array_wrap__ signature (raised from numpy's module, so matched by message).
+    warnings.filterwarnings("ignore", message="__array_wrap__ must accept context", category=DeprecationWarning)
 
 
 def apply_all():

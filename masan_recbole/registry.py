@@ -233,8 +233,9 @@ def _patch_config():
         root = cfg["data_path"]
         # RecBole 1.2.1 insists on negatives being switched off for CE and
         # leaves them to the user for BPR; default both where the user is silent.
+        # SSM and all-position training draw their negatives in the model.
         if self.model_class.type == ModelType.SEQUENTIAL and "train_neg_sample_args" not in user:
-            if cfg.get("loss_type") == "CE":
+            if cfg.get("loss_type") in ("CE", "SSM") or cfg.get("train_mode") == "all_positions":
                 cfg["train_neg_sample_args"] = None
             elif cfg.get("loss_type") == "BPR" and cfg.get("train_neg_sample_args") is None:
                 cfg["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}

@@ -20,8 +20,10 @@ from masan_recbole.layers import AdaptiveEntmax
 from masan_recbole.model.masan import MASAN
 from masan_recbole.registry import CONFIG_DIR
 
-with open(os.path.join(CONFIG_DIR, "model", "MASAN.yaml")) as f:
-    DEFAULTS = yaml.safe_load(f)
+DEFAULTS = {}
+for layer in ("overall.yaml", os.path.join("model", "MASAN.yaml")):  # the registry's layering
+    with open(os.path.join(CONFIG_DIR, layer)) as f:
+        DEFAULTS.update(yaml.safe_load(f))
 
 
 class CountOnlyDataset:

@@ -45,7 +45,6 @@ class ASRec(ItemScoringRecommender):
             )
             for _ in range(config["n_layers"])
         )
-        self.init_loss(config)
         # Re-initialises Linear/Embedding/LayerNorm only: the convolutions, the SAMM
         # scalars and gate, the FSM parameters and v₃ keep their own init.
         self.apply(self.init_weights)

@@ -1,9 +1,19 @@
-"""What every plugin model shares: item scoring, CE/BPR losses, RecBole's init."""
+"""What every plugin model shares: item scoring, the losses (CE, BPR, sampled softmax),
+all-position training for causal models, mixed precision and ``torch.compile``."""
+
+import contextlib
 
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
+
+from masan_recbole.data.all_positions import targets_field
+
+LOSSES = ("CE", "BPR", "SSM")
+SSM_SAMPLERS = ("uniform", "in_batch")
+PRECISIONS = ("auto", "bf16", "off")
 
 
 class ItemScoringRecommender(SequentialRecommender):
@@ -11,8 +21,32 @@ class ItemScoringRecommender(SequentialRecommender):
     scored against ``self.item_embedding`` (the input table, shared).
 
     Subclasses build ``self.item_embedding`` (usually through :meth:`init_input`) and
-    ``forward(item_seq, item_seq_len)``, and call :meth:`init_loss` in ``__init__``.
+    ``forward(item_seq, item_seq_len)``. Causal ones (output at position t depends only
+    on items <= t) set ``causal = True`` and define ``encode(item_seq)`` -> [B,L,d],
+    which lets them train with ``train_mode: all_positions``.
+
+    Config keys (defaults in ``configs/overall.yaml``): ``loss_type`` CE | BPR | SSM;
+    ``ssm_num_negatives``, ``ssm_sampler`` (uniform | in_batch); ``mixed_precision``
+    (auto: bf16 on a CUDA device that supports it, fp32 elsewhere | bf16 | off);
+    ``compile`` (wrap ``forward``/``encode`` in ``torch.compile``).
     """
+
+    causal = False
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.loss_type = config["loss_type"]
+        if self.loss_type not in LOSSES:
+            raise ValueError(f"loss_type '{self.loss_type}' is not one of {list(LOSSES)}")
+        self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
+        self.TARGETS = targets_field(config)
+        if self.loss_type == "SSM":
+            self.init_sampled_softmax(config, dataset)
+        self.autocast_dtype = self.pick_precision(config)
+        if config["compile"]:
+            self.forward = torch.compile(self.forward)
+            if self.causal:
+                self.encode = torch.compile(self.encode)
 
     def init_input(self, config, position_rows=None):
         """The item table (shared with the output), a position table of ``position_rows``
@@ -31,12 +65,36 @@ class ItemScoringRecommender(SequentialRecommender):
             x = x + self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
         return self.dropout(self.LayerNorm(x))
 
-    def init_loss(self, config):
-        self.loss_type = config["loss_type"]
-        losses = {"CE": nn.CrossEntropyLoss, "BPR": BPRLoss}
-        if self.loss_type not in losses:
-            raise ValueError(f"loss_type '{self.loss_type}' is not one of {sorted(losses)}")
-        self.loss_fct = losses[self.loss_type]()
+    def init_sampled_softmax(self, config, dataset):
+        self.ssm_num_negatives = config["ssm_num_negatives"]
+        self.ssm_sampler = config["ssm_sampler"]
+        if self.ssm_sampler not in SSM_SAMPLERS:
+            raise ValueError(f"ssm_sampler '{self.ssm_sampler}' is not one of {list(SSM_SAMPLERS)}")
+        if self.ssm_num_negatives < 1:
+            raise ValueError(f"ssm_num_negatives must be >= 1, got {self.ssm_num_negatives}")
+        # In-batch negatives are other samples' targets: drawn with probability q(item) =
+        # its share of the training targets. log q is the logQ correction (Yi et al. 2019).
+        feat = dataset.inter_feat
+        targets = feat[self.TARGETS] if self.TARGETS in feat else feat[self.ITEM_ID]
+        counts = torch.bincount(targets.flatten(), minlength=self.n_items).double()
+        counts[0] = 0
+        self.register_buffer("log_q", (counts.clamp(min=1) / counts.sum()).log().float(), persistent=False)
+
+    @staticmethod
+    def pick_precision(config):
+        choice = config["mixed_precision"]
+        if choice not in PRECISIONS:
+            raise ValueError(f"mixed_precision '{choice}' is not one of {list(PRECISIONS)}")
+        device = torch.device(config["device"])
+        if choice == "auto":
+            bf16_ok = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            return torch.bfloat16 if bf16_ok else None
+        return torch.bfloat16 if choice == "bf16" else None
+
+    def autocast(self, device_type):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=self.autocast_dtype)
 
     def init_weights(self, module):
         """RecBole's convention: Linear/Embedding ~ N(0, initializer_range), bias 0, LayerNorm (1, 0)."""
@@ -49,15 +107,50 @@ class ItemScoringRecommender(SequentialRecommender):
             module.bias.data.zero_()
 
     def calculate_loss(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        pos_items = interaction[self.POS_ITEM_ID]
+        item_seq = interaction[self.ITEM_SEQ]
+        with self.autocast(item_seq.device.type):
+            if self.TARGETS in interaction:  # all_positions: the next item at every position, 0 = none
+                targets = interaction[self.TARGETS]  # [B,L]
+                counted = targets > 0
+                states, pos_items, neg_items = self.encode(item_seq)[counted], targets[counted], None  # [P,d]
+            else:
+                states = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B,d]
+                pos_items = interaction[self.POS_ITEM_ID]
+                neg_items = interaction[self.NEG_ITEM_ID] if self.loss_type == "BPR" else None
+            return self.item_loss(states, pos_items, neg_items)
+
+    def item_loss(self, states, pos_items, neg_items=None):
+        """Loss of states [P,d] whose next items are ``pos_items`` [P]."""
+        if self.loss_type == "CE":
+            return self.loss_fct(states @ self.item_embedding.weight.T, pos_items)  # logits [P,N]
         if self.loss_type == "BPR":
-            neg_items = interaction[self.NEG_ITEM_ID]
-            pos_score = (seq_output * self.item_embedding(pos_items)).sum(-1)  # [B]
-            neg_score = (seq_output * self.item_embedding(neg_items)).sum(-1)
+            if neg_items is None:  # all_positions: one uniform negative per position
+                neg_items = torch.randint(1, self.n_items, pos_items.shape, device=pos_items.device)
+            pos_score = (states * self.item_embedding(pos_items)).sum(-1)  # [P]
+            neg_score = (states * self.item_embedding(neg_items)).sum(-1)
             return self.loss_fct(pos_score, neg_score)
-        logits = seq_output @ self.item_embedding.weight.T  # [B,N]
-        return self.loss_fct(logits, pos_items)
+        return self.sampled_softmax(states, pos_items)
+
+    def sampled_softmax(self, states, pos_items):
+        """Softmax over the true item and K negatives shared by the batch.
+
+        uniform: K items drawn uniformly; the logQ correction is the same constant for
+        every candidate and cancels. in_batch: K of the batch's own targets, so frequent
+        items are drawn more often; every logit is corrected by -log q(item)."""
+        k = self.ssm_num_negatives
+        if self.ssm_sampler == "uniform":
+            neg_items = torch.randint(1, self.n_items, (k,), device=pos_items.device)
+        else:
+            neg_items = pos_items[torch.randint(0, len(pos_items), (k,), device=pos_items.device)]
+        pos_logits = (states * self.item_embedding(pos_items)).sum(-1, keepdim=True)  # [P,1]
+        neg_logits = states @ self.item_embedding(neg_items).T  # [P,K]
+        if self.ssm_sampler == "in_batch":
+            pos_logits = pos_logits - self.log_q[pos_items][:, None]
+            neg_logits = neg_logits - self.log_q[neg_items][None, :]
+        # a negative that is the true item is no negative ("accidental hit")
+        neg_logits = neg_logits.masked_fill(neg_items[None, :] == pos_items[:, None], float("-inf"))
+        logits = torch.cat([pos_logits, neg_logits], dim=1).float()
+        return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

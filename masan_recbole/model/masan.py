@@ -48,7 +48,6 @@ class MASAN(ItemScoringRecommender):
             normaliser=normaliser,
             padding_mask=config["attn_padding_mask"],
         )
-        self.init_loss(config)
         self.apply(self.init_weights)
 
     def encode(self, item_seq, item_seq_len):

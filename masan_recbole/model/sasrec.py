@@ -2,8 +2,9 @@
 
 Behaviour and parameter names are RecBole's ``SASRec`` (a RecBole state_dict
 loads unchanged): positions added to item embeddings, LN + dropout, a causal
-post-LN Transformer, the last valid position scores every item (CE) or a sampled
-negative (BPR).
+post-LN Transformer, the last valid position scores every item (CE), a sampled
+negative (BPR) or sampled negatives (SSM). Being causal, it can also train on the
+next item at every position (``train_mode: all_positions``).
 """
 
 from masan_recbole.layers import TransformerEncoder, causal_padding_mask
@@ -11,6 +12,8 @@ from masan_recbole.model.base import ItemScoringRecommender
 
 
 class SASRec(ItemScoringRecommender):
+    causal = True  # can train with train_mode: all_positions
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         d = config["hidden_size"]
@@ -25,7 +28,6 @@ class SASRec(ItemScoringRecommender):
             hidden_act=config["hidden_act"],
             layer_norm_eps=config["layer_norm_eps"],
         )
-        self.init_loss(config)
         self.apply(self.init_weights)
 
     def encode(self, item_seq):

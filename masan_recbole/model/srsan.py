@@ -52,7 +52,6 @@ class SRSAN(ItemScoringRecommender):
             batch_first=True,
         )
         self.encoder = nn.TransformerEncoder(layer, config["n_layers"], enable_nested_tensor=False)
-        self.init_loss(config)
         self.reset_parameters()
 
     def reset_parameters(self):
