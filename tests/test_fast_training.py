@@ -175,3 +175,34 @@ def test_compiled_model_matches_eager(tiny_config):
     eager.eval(), compiled.eval()
     with torch.no_grad():
         assert compiled.calculate_loss(batch).item() == pytest.approx(eager.calculate_loss(batch).item(), rel=1e-5)
+
+
+def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import fast_training
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", [
+        "fast_training", "--dataset", "synth", "--seeds", "1", "2", "--prefix-epochs", "1", "--fast-epochs", "3",
+        "--fast-batch-size", "32", "--out", str(out), f"--data_path={data_root}",
+        f"--checkpoint_dir={tmp_path / 'saved'}", "--hidden_size=16", "--inner_size=32", "--n_layers=1",
+        "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING",
+    ])
+    fast_training.main()
+    report = json.loads((out / "fast_training-synth-cpu.json").read_text())
+    assert set(report["runs"]) == {"1", "2"}
+    for runs in report["runs"].values():
+        assert list(runs) == list(fast_training.VARIANTS)
+        base = runs[fast_training.BASELINE]
+        assert base["ratios"]["seconds_per_epoch"] == 1.0 and base["epochs_run"] == 1
+        fast = runs["SASRec (all positions, CE)"]
+        assert fast["epochs_run"] == 3 and fast["train_rows"] < base["train_rows"]
+        assert fast["ratios"]["seconds_per_epoch"] == pytest.approx(
+            fast["seconds_per_epoch"] / base["seconds_per_epoch"])
+        assert all(0 <= run["test"]["ndcg@10"] <= 1 for run in runs.values())
+    table = (out / "fast_training-synth-cpu.md").read_text()
+    assert "| SASRec (all positions, SSM) | 2 |" in table and "Mean over seeds" in table

@@ -1,0 +1,223 @@
+"""Fast training against RecBole's SASRec, same data, seeds and process.
+
+    python -m benchmarks.fast_training --dataset ml-100k lastfm --seeds 2020 2021 \
+        [--prefix-epochs 5] [--fast-epochs 100] [--fast-batch-size 128] [--device cpu|cuda] [--threads N] \
+        [--key=value ...]
+
+Four variants per dataset and seed: RecBole's SASRec (prefix samples, CE), ours
+(prefix, CE), ours (all positions, CE), ours (all positions, sampled softmax). Each
+records seconds per training epoch, the validation score after every epoch, epochs
+and wall-clock (train + validation) to its best validation score, the wall-clock at
+which it first reaches RecBole's best validation score of the same seed, and test
+metrics of its best checkpoint. Prefix variants run ``--prefix-epochs`` epochs (on a
+CPU this budget, not convergence, usually ends them: the table says so); the fast
+variants run up to ``--fast-epochs`` with early stopping. Results:
+``benchmarks/results/fast_training-<dataset>-<device>.json`` and ``.md``.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+import masan_recbole  # noqa: F401
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_model, get_trainer, init_seed
+
+BASELINE = "RecBole SASRec (prefix, CE)"
+VARIANTS = {
+    BASELINE: ("RecBoleSASRec", {}),
+    "SASRec (prefix, CE)": ("SASRec", {}),
+    "SASRec (all positions, CE)": ("SASRec", {"train_mode": "all_positions"}),
+    "SASRec (all positions, SSM)": ("SASRec", {"train_mode": "all_positions", "loss_type": "SSM"}),
+}
+FAST_KEYS = ("train_mode",)
+
+
+def run_variant(model_name, dataset, config_dict):
+    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+
+    epochs = []  # one dict per epoch: train_s, valid_s, valid_score
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        loss = train_epoch(*args, **kwargs)
+        epochs.append({"train_s": time.perf_counter() - start})
+        return loss
+
+    def timed_valid_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        score, result = valid_epoch(*args, **kwargs)
+        epochs[-1].update(valid_s=time.perf_counter() - start, valid_score=float(score))
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    test = trainer.evaluate(test_data, load_best_model=True)
+    wall = 0.0
+    for epoch in epochs:
+        wall += epoch["train_s"] + epoch.get("valid_s", 0.0)
+        epoch["wall_s"] = wall
+    best = max(range(len(epochs)), key=lambda i: epochs[i]["valid_score"])
+    return {
+        "model": model_name,
+        "train_rows": len(train_data._dataset),
+        "epochs": epochs,
+        "epochs_run": len(epochs),
+        "seconds_per_epoch": statistics.mean(e["train_s"] for e in epochs),
+        "best_epoch": best + 1,
+        "best_valid_score": epochs[best]["valid_score"],
+        "wall_to_best_s": epochs[best]["wall_s"],
+        "test": {k: float(v) for k, v in test.items()},
+    }
+
+
+def wall_to_reach(run, score):
+    """Wall-clock at the first epoch whose validation score is >= ``score`` (None if never)."""
+    return next((e["wall_s"] for e in run["epochs"] if e["valid_score"] >= score), None)
+
+
+def ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def compare(runs):
+    """Per seed: ratios against the baseline of the same seed."""
+    base = runs[BASELINE]
+    for run in runs.values():
+        run["wall_to_baseline_best_s"] = wall_to_reach(run, base["best_valid_score"])
+        run["ratios"] = {
+            "seconds_per_epoch": ratio(run["seconds_per_epoch"], base["seconds_per_epoch"]),
+            "wall_to_best": ratio(run["wall_to_best_s"], base["wall_to_best_s"]),
+            "wall_to_baseline_best": ratio(run["wall_to_baseline_best_s"], base["wall_to_best_s"]),
+        }
+
+
+def fmt(value, spec=".2f"):
+    return "–" if value is None else format(value, spec)
+
+
+def markdown(report):
+    metric = report["valid_metric"]
+    lines = [
+        f"Dataset {report['dataset']}, device {report['device']}, seeds {report['seeds']}; prefix variants "
+        f"{report['prefix_epochs']} epochs (budget), fast variants up to {report['fast_epochs']} with early "
+        f"stopping ({report['stopping_step']}). Validation metric {metric}. Ratios against RecBole's SASRec of "
+        "the same seed; 'to RecBole's best' = wall-clock until the variant's validation score first reaches "
+        "RecBole's best.",
+        "",
+        "| variant | seed | train rows | s/epoch | × | epochs (best) | wall to own best s | to RecBole's best s | × "
+        f"| best valid {metric} | test NDCG@10 | test Hit@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for seed, runs in report["runs"].items():
+        for name, run in runs.items():
+            if "error" in run:
+                lines.append(f"| {name} | {seed} | error: {run['error']} |" + " |" * 9)
+                continue
+            r = run.get("ratios") or dict.fromkeys(("seconds_per_epoch", "wall_to_best", "wall_to_baseline_best"))
+            lines.append(
+                f"| {name} | {seed} | {run['train_rows']:,} | {run['seconds_per_epoch']:.1f} | "
+                f"{fmt(r['seconds_per_epoch'], '.3f')} | {run['epochs_run']} ({run['best_epoch']}) | "
+                f"{run['wall_to_best_s']:.0f} | {fmt(run.get('wall_to_baseline_best_s'), '.0f')} | "
+                f"{fmt(r['wall_to_baseline_best'], '.3f')} | {run['best_valid_score']:.4f} | "
+                f"{run['test']['ndcg@10']:.4f} | {run['test']['hit@10']:.4f} |"
+            )
+    lines += ["", "Mean over seeds (± half the spread between the two seeds: the noise):", "",
+              "| variant | s/epoch × | to RecBole's best × | test NDCG@10 | test Hit@10 |", "|---|---:|---:|---:|---:|"]
+    for name in VARIANTS:
+        runs = [r[name] for r in report["runs"].values() if "ratios" in r.get(name, {})]
+        if not runs:
+            continue
+
+        def spread(values):
+            values = [v for v in values if v is not None]
+            if not values:
+                return "–"
+            return f"{statistics.mean(values):.4f} ± {(max(values) - min(values)) / 2:.4f}"
+
+        lines.append(
+            f"| {name} | {spread([r['ratios']['seconds_per_epoch'] for r in runs])} | "
+            f"{spread([r['ratios']['wall_to_baseline_best'] for r in runs])} | "
+            f"{spread([r['test']['ndcg@10'] for r in runs])} | {spread([r['test']['hit@10'] for r in runs])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path, text):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", nargs="+", default=["ml-100k"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--prefix-epochs", type=int, default=5)
+    parser.add_argument("--fast-epochs", type=int, default=100)
+    parser.add_argument("--fast-batch-size", type=int, default=128, help="sequences per batch, all-position modes")
+    parser.add_argument("--stopping-step", type=int, default=5)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (torch.set_num_threads); 1 keeps timings stable on a shared machine")
+    parser.add_argument("--out", default="benchmarks/results")
+    args, rest = parser.parse_known_args()
+    sys.argv = sys.argv[:1] + rest  # --key=value settings for RecBole (every variant)
+    if BASELINE not in args.variants:
+        parser.error(f"the ratios need the baseline '{BASELINE}'")
+
+    os.makedirs(args.out, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    common = {"show_progress": False, "stopping_step": args.stopping_step, "metrics": ["Hit", "NDCG", "MRR"],
+              "topk": [10], "valid_metric": "NDCG@10"}
+    if args.device:
+        common["device"] = args.device
+    for dataset in args.dataset:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        report = {"dataset": dataset, "device": torch.cuda.get_device_name() if device == "cuda" else
+                  f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+                  "seeds": args.seeds, "prefix_epochs": args.prefix_epochs, "fast_epochs": args.fast_epochs,
+                  "fast_batch_size": args.fast_batch_size, "stopping_step": args.stopping_step,
+                  "valid_metric": common["valid_metric"], "settings": rest,
+                  "versions": {"torch": torch.__version__, "python": platform.python_version()}, "runs": {}}
+        stem = os.path.join(args.out, f"fast_training-{dataset}-{device}")
+        for seed in args.seeds:
+            runs = report["runs"][str(seed)] = {}
+            for name in args.variants:
+                model, extra = VARIANTS[name]
+                fast = extra.get("train_mode") == "all_positions"
+                config_dict = dict(common, seed=seed, **extra,
+                                   epochs=args.fast_epochs if fast else args.prefix_epochs)
+                if fast:
+                    config_dict["train_batch_size"] = args.fast_batch_size
+                print(f"[{dataset} seed {seed}] {name}", flush=True)
+                try:
+                    runs[name] = run_variant(model, dataset, config_dict)
+                except Exception as error:  # keep the other variants' results
+                    runs[name] = {"error": f"{type(error).__name__}: {error}"}
+                print(json.dumps({k: v for k, v in runs[name].items() if k != "epochs"}), flush=True)
+            if "error" not in runs[BASELINE]:
+                compare({k: v for k, v in runs.items() if "error" not in v})
+            write_atomic(stem + ".json", json.dumps(report, indent=2))
+            write_atomic(stem + ".md", markdown(report))
+        print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
