@@ -144,34 +144,33 @@ def _convert(read, source, folder, name, dataset_folder, subfolder, filename):
     return stats
 
 
-def convert_beauty(source, folder, name, valid_fraction=0.1):
-    """Amazon Beauty, S3-Rec 5-core Beauty.txt (22,363 users / 12,101 items / 198,502 interactions)."""
-    return _convert(read_s3rec, source, folder, name, "amazon-beauty", "s3rec", "Beauty.txt")
+def _text_converter(read, dataset_folder, subfolder, filename, description):
+    """A converter of one text file (``read``: :func:`read_s3rec` or :func:`read_sasrec`)."""
+    def converter(source, folder, name, valid_fraction=0.1):
+        return _convert(read, source, folder, name, dataset_folder, subfolder, filename)
+
+    converter.__doc__ = description
+    return converter
 
 
-def convert_sports(source, folder, name, valid_fraction=0.1):
-    """Amazon Sports and Outdoors, S3-Rec 5-core (35,598 users / 18,357 items / 296,337 interactions)."""
-    return _convert(read_s3rec, source, folder, name, "amazon-sports-outdoors", "s3rec", "Sports_and_Outdoors.txt")
-
-
-def convert_toys(source, folder, name, valid_fraction=0.1):
-    """Amazon Toys and Games, S3-Rec 5-core (19,412 users / 11,924 items / 167,597 interactions)."""
-    return _convert(read_s3rec, source, folder, name, "amazon-toys-games", "s3rec", "Toys_and_Games.txt")
-
-
-def convert_yelp_s3rec(source, folder, name, valid_fraction=0.1):
-    """Yelp from 2019-01-01, S3-Rec 5-core Yelp.txt (30,431 users / 20,033 items / 316,354 interactions)."""
-    return _convert(read_s3rec, source, folder, name, "yelp", "s3rec", "Yelp.txt")
-
-
-def convert_lastfm(source, folder, name, valid_fraction=0.1):
-    """HetRec LastFM, S3-Rec LastFM.txt (1,090 users / 3,646 items / 52,551 interactions)."""
-    return _convert(read_s3rec, source, folder, name, "lastfm", "s3rec", "LastFM.txt")
-
-
-def convert_video_games(source, folder, name, valid_fraction=0.1):
-    """Amazon Video Games, SASRec Video.txt (31,013 users / 23,715 items / 287,107 interactions)."""
-    return _convert(read_sasrec, source, folder, name, "amazon-video-games", "sasrec", "Video.txt")
+convert_beauty = _text_converter(
+    read_s3rec, "amazon-beauty", "s3rec", "Beauty.txt",
+    "Amazon Beauty, S3-Rec 5-core Beauty.txt (22,363 users / 12,101 items / 198,502 interactions).")
+convert_sports = _text_converter(
+    read_s3rec, "amazon-sports-outdoors", "s3rec", "Sports_and_Outdoors.txt",
+    "Amazon Sports and Outdoors, S3-Rec 5-core (35,598 users / 18,357 items / 296,337 interactions).")
+convert_toys = _text_converter(
+    read_s3rec, "amazon-toys-games", "s3rec", "Toys_and_Games.txt",
+    "Amazon Toys and Games, S3-Rec 5-core (19,412 users / 11,924 items / 167,597 interactions).")
+convert_yelp_s3rec = _text_converter(
+    read_s3rec, "yelp", "s3rec", "Yelp.txt",
+    "Yelp from 2019-01-01, S3-Rec 5-core Yelp.txt (30,431 users / 20,033 items / 316,354 interactions).")
+convert_lastfm = _text_converter(
+    read_s3rec, "lastfm", "s3rec", "LastFM.txt",
+    "HetRec LastFM, S3-Rec LastFM.txt (1,090 users / 3,646 items / 52,551 interactions).")
+convert_video_games = _text_converter(
+    read_sasrec, "amazon-video-games", "sasrec", "Video.txt",
+    "Amazon Video Games, SASRec Video.txt (31,013 users / 23,715 items / 287,107 interactions).")
 
 
 def convert_ml1m_gsasrec(source, folder, name, valid_fraction=0.1):
