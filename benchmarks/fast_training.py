@@ -143,10 +143,11 @@ def markdown(report):
             continue
 
         def spread(values):
-            values = [v for v in values if v is not None]
-            if not values:
-                return "–"
-            return f"{statistics.mean(values):.4f} ± {(max(values) - min(values)) / 2:.4f}"
+            known = [v for v in values if v is not None]
+            if not known:
+                return "never reached"
+            text = f"{statistics.mean(known):.4f} ± {(max(known) - min(known)) / 2:.4f}"
+            return text if len(known) == len(values) else f"{text} (reached in {len(known)} of {len(values)} seeds)"
 
         lines.append(
             f"| {name} | {spread([r['ratios']['seconds_per_epoch'] for r in runs])} | "
