@@ -124,6 +124,7 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
         "best_valid_score": float(best_valid),
         "best_valid": {k: float(v) for k, v in (best_valid_result or {}).items()},
         "test": {k: float(v) for k, v in test.items()},
+        "train_rows": len(train_data._dataset),
         "parameters": sum(p.numel() for p in model.parameters()),
         "peak_cuda_memory_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
         "peak_rss_mb": peak_rss_mb(),

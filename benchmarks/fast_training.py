@@ -21,14 +21,10 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 import torch
 
-import masan_recbole  # noqa: F401
-from recbole.config import Config
-from recbole.data import create_dataset, data_preparation
-from recbole.utils import get_model, get_trainer, init_seed
+from benchmarks.compare import run_model
 
 BASELINE = "RecBole SASRec (prefix, CE)"
 VARIANTS = {
@@ -41,52 +37,35 @@ FAST_KEYS = ("train_mode",)
 
 
 def run_variant(model_name, dataset, config_dict):
-    config = Config(model=model_name, dataset=dataset, config_dict=config_dict)
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-
-    epochs = []  # one dict per epoch: train_s, valid_s, valid_score
-    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-
-    def timed_train_epoch(*args, **kwargs):
-        start = time.perf_counter()
-        loss = train_epoch(*args, **kwargs)
-        epochs.append({"train_s": time.perf_counter() - start})
-        return loss
-
-    def timed_valid_epoch(*args, **kwargs):
-        start = time.perf_counter()
-        score, result = valid_epoch(*args, **kwargs)
-        epochs[-1].update(valid_s=time.perf_counter() - start, valid_score=float(score))
-        return score, result
-
-    trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
-    trainer.fit(train_data, valid_data, saved=True, show_progress=False)
-    test = trainer.evaluate(test_data, load_best_model=True)
-    wall = 0.0
-    for epoch in epochs:
-        wall += epoch["train_s"] + epoch.get("valid_s", 0.0)
-        epoch["wall_s"] = wall
-    best = max(range(len(epochs)), key=lambda i: epochs[i]["valid_score"])
+    """One training run (:func:`benchmarks.compare.run_model`), summarised per epoch with the
+    wall-clock (train + validation) so far."""
+    result = run_model(model_name, dataset, config_dict)
+    valid = {point["epoch"]: point for point in result["valid_curve"]}
+    epochs, wall = [], 0.0
+    for number, train_s in enumerate(result["train_seconds"], start=1):
+        epoch = {"train_s": train_s}
+        if number in valid:
+            epoch.update(valid_s=valid[number]["seconds"], valid_score=valid[number]["score"])
+        wall += train_s + epoch.get("valid_s", 0.0)
+        epochs.append(dict(epoch, wall_s=wall))
+    scored = [i for i, e in enumerate(epochs) if "valid_score" in e]
+    best = max(scored, key=lambda i: epochs[i]["valid_score"])
     return {
         "model": model_name,
-        "train_rows": len(train_data._dataset),
+        "train_rows": result["train_rows"],
         "epochs": epochs,
         "epochs_run": len(epochs),
-        "seconds_per_epoch": statistics.mean(e["train_s"] for e in epochs),
+        "seconds_per_epoch": result["train_seconds_per_epoch"],
         "best_epoch": best + 1,
         "best_valid_score": epochs[best]["valid_score"],
         "wall_to_best_s": epochs[best]["wall_s"],
-        "test": {k: float(v) for k, v in test.items()},
+        "test": result["test"],
     }
 
 
 def wall_to_reach(run, score):
     """Wall-clock at the first epoch whose validation score is >= ``score`` (None if never)."""
-    return next((e["wall_s"] for e in run["epochs"] if e["valid_score"] >= score), None)
+    return next((e["wall_s"] for e in run["epochs"] if e.get("valid_score", -1) >= score), None)
 
 
 def ratio(a, b):

@@ -8,11 +8,10 @@ import pytest
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 
-from masan_recbole.data import CONVERTERS, convert, sequential
+from masan_recbole.data import convert, sequential
 from masan_recbole.data.__main__ import main
+from conftest import SHARED, needs_shared
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets"))
-needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"shared datasets not found at {SHARED}")
 
 NAMES = ["beauty", "sports", "toys", "yelp-s3rec", "lastfm", "video-games", "ml-1m-gsasrec"]
 SEQUENCES = {3: [5, 1, 9], 1: [2, 2, 7, 1], 8: [9, 4]}  # user -> items, oldest first (not in user order)

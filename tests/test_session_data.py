@@ -10,26 +10,15 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import run_recbole
 
 from masan_recbole.data import CONVERTERS, convert, sessions
 from masan_recbole.data.__main__ import main
+from conftest import SHARED, needs_shared
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets"))
 RAW_SAMPLE = os.path.join(SHARED, "diginetica", "raw_sample", "sample_train-item-views.csv")
-needs_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason=f"shared datasets not found at {SHARED}")
-
-@pytest.fixture
-def one_thread():
-    # Small tensors: on a shared, busy CPU two OpenMP threads run training steps ~10x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TRAIN = [[1, 2, 3], [4, 5], [2, 4], [3, 1, 5, 2]]  # date order: the last one is the most recent
 TEST = [[5, 1, 2], [3, 4]]
@@ -246,7 +235,7 @@ def test_shared_benchmarks_match_their_readmes(tmp_path, name, folder, train_pai
 
 
 @needs_shared
-def test_a_slice_of_real_diginetica_trains_sr_san(tmp_path, one_thread):
+def test_a_slice_of_real_diginetica_trains_sr_san(tmp_path):
     train, (prefixes, targets), _ = sessions.read_srgnn(os.path.join(SHARED, "diginetica"))
     sessions.write_benchmark(str(tmp_path / "diginetica"), "diginetica", train[-3000:], (prefixes[:500], targets[:500]))
     result = run_recbole(model="SR-SAN", dataset="diginetica", config_dict={

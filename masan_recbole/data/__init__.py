@@ -17,14 +17,7 @@ CONVERTERS = {
     "yoochoose1_4": sessions.convert_yoochoose1_4,
     "tmall": sessions.convert_srgnn,
     "nowplaying": sessions.convert_srgnn,
-    # one sequence per user, leave-one-out by RecBole (sequential.py)
-    "beauty": sequential.convert_beauty,
-    "sports": sequential.convert_sports,
-    "toys": sequential.convert_toys,
-    "yelp-s3rec": sequential.convert_yelp_s3rec,
-    "lastfm": sequential.convert_lastfm,
-    "video-games": sequential.convert_video_games,
-    "ml-1m-gsasrec": sequential.convert_ml1m_gsasrec,
+    **sequential.CONVERTERS,  # one sequence per user, leave-one-out by RecBole
 }
 
 

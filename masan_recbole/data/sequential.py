@@ -153,26 +153,6 @@ def _text_converter(read, dataset_folder, subfolder, filename, description):
     return converter
 
 
-convert_beauty = _text_converter(
-    read_s3rec, "amazon-beauty", "s3rec", "Beauty.txt",
-    "Amazon Beauty, S3-Rec 5-core Beauty.txt (22,363 users / 12,101 items / 198,502 interactions).")
-convert_sports = _text_converter(
-    read_s3rec, "amazon-sports-outdoors", "s3rec", "Sports_and_Outdoors.txt",
-    "Amazon Sports and Outdoors, S3-Rec 5-core (35,598 users / 18,357 items / 296,337 interactions).")
-convert_toys = _text_converter(
-    read_s3rec, "amazon-toys-games", "s3rec", "Toys_and_Games.txt",
-    "Amazon Toys and Games, S3-Rec 5-core (19,412 users / 11,924 items / 167,597 interactions).")
-convert_yelp_s3rec = _text_converter(
-    read_s3rec, "yelp", "s3rec", "Yelp.txt",
-    "Yelp from 2019-01-01, S3-Rec 5-core Yelp.txt (30,431 users / 20,033 items / 316,354 interactions).")
-convert_lastfm = _text_converter(
-    read_s3rec, "lastfm", "s3rec", "LastFM.txt",
-    "HetRec LastFM, S3-Rec LastFM.txt (1,090 users / 3,646 items / 52,551 interactions).")
-convert_video_games = _text_converter(
-    read_sasrec, "amazon-video-games", "sasrec", "Video.txt",
-    "Amazon Video Games, SASRec Video.txt (31,013 users / 23,715 items / 287,107 interactions).")
-
-
 def convert_ml1m_gsasrec(source, folder, name, valid_fraction=0.1):
     """ml-1m, NOT the standard benchmark: gSASRec split without each user's last 2 items (6,040 users / 987,531)."""
     train_file, val_file = os.path.join("train", "input.txt"), os.path.join("val", "input.txt")
@@ -191,3 +171,24 @@ def convert_ml1m_gsasrec(source, folder, name, valid_fraction=0.1):
     stats = write_inter(folder, name, sequences)
     stats["source"], stats["warning"] = used, [GSASREC_NOTE]
     return stats
+
+
+# name -> converter; masan_recbole.data registers these next to the session converters
+CONVERTERS = {
+    name: _text_converter(read, folder, subfolder, filename, description)
+    for name, (read, folder, subfolder, filename, description) in {
+        "beauty": (read_s3rec, "amazon-beauty", "s3rec", "Beauty.txt",
+                   "Amazon Beauty, S3-Rec 5-core Beauty.txt (22,363 users / 12,101 items / 198,502 interactions)."),
+        "sports": (read_s3rec, "amazon-sports-outdoors", "s3rec", "Sports_and_Outdoors.txt",
+                   "Amazon Sports and Outdoors, S3-Rec 5-core (35,598 users / 18,357 items / 296,337 interactions)."),
+        "toys": (read_s3rec, "amazon-toys-games", "s3rec", "Toys_and_Games.txt",
+                 "Amazon Toys and Games, S3-Rec 5-core (19,412 users / 11,924 items / 167,597 interactions)."),
+        "yelp-s3rec": (read_s3rec, "yelp", "s3rec", "Yelp.txt",
+                       "Yelp from 2019-01-01, S3-Rec 5-core Yelp.txt (30,431 users / 20,033 items / 316,354 interactions)."),
+        "lastfm": (read_s3rec, "lastfm", "s3rec", "LastFM.txt",
+                   "HetRec LastFM, S3-Rec LastFM.txt (1,090 users / 3,646 items / 52,551 interactions)."),
+        "video-games": (read_sasrec, "amazon-video-games", "sasrec", "Video.txt",
+                        "Amazon Video Games, SASRec Video.txt (31,013 users / 23,715 items / 287,107 interactions)."),
+    }.items()
+}
+CONVERTERS["ml-1m-gsasrec"] = convert_ml1m_gsasrec
