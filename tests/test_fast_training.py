@@ -206,3 +206,29 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
         assert all(0 <= run["test"]["ndcg@10"] <= 1 for run in runs.values())
     table = (out / "fast_training-synth-cpu.md").read_text()
     assert "| SASRec (all positions, SSM) | 2 |" in table and "Mean over seeds" in table
+
+
+def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_path, monkeypatch):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks import fast_training
+
+    out = tmp_path / "results"
+    monkeypatch.setattr(sys, "argv", [
+        "fast_training", "--dataset", "synth", "--seeds", "1", "--variants", "SASRec (all positions, CE)",
+        "--fast-epochs", "2", "--fast-batch-size", "32", "--out", str(out), f"--data_path={data_root}",
+        f"--checkpoint_dir={tmp_path / 'saved'}", "--hidden_size=16", "--inner_size=32", "--n_layers=1",
+        "--MAX_ITEM_LIST_LENGTH=20", "--train_window_stride=3", "--state=WARNING",
+    ])
+    fast_training.main()
+    report = json.loads((out / "fast_training-synth-cpu.json").read_text())
+    run = report["runs"]["1"]["SASRec (all positions, CE)"]
+    assert "ratios" not in run and run["epochs_run"] == 2 and 0 <= run["best_valid_score"] <= 1
+    assert report["settings"] == [f"--data_path={data_root}", f"--checkpoint_dir={tmp_path / 'saved'}",
+                                  "--hidden_size=16", "--inner_size=32", "--n_layers=1",
+                                  "--MAX_ITEM_LIST_LENGTH=20", "--train_window_stride=3", "--state=WARNING"]
+    mean_row = (out / "fast_training-synth-cpu.md").read_text().splitlines()[-1]
+    assert mean_row.startswith("| SASRec (all positions, CE) | – | – | ")
