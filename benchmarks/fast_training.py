@@ -91,12 +91,19 @@ def fmt(value, spec=".2f"):
 
 def markdown(report):
     metric = report["valid_metric"]
+    names = {name for runs in report["runs"].values() for name in runs}
+    budgets = []
+    if any("all positions" not in name for name in names):
+        budgets.append(f"prefix variants {report['prefix_epochs']} epochs (budget)")
+    if any("all positions" in name for name in names):
+        budgets.append(f"fast variants up to {report['fast_epochs']}")
     lines = [
-        f"Dataset {report['dataset']}, device {report['device']}, seeds {report['seeds']}; prefix variants "
-        f"{report['prefix_epochs']} epochs (budget), fast variants up to {report['fast_epochs']} with early "
-        f"stopping ({report['stopping_step']}). Validation metric {metric}. Ratios against RecBole's SASRec of "
-        "the same seed; 'to RecBole's best' = wall-clock until the variant's validation score first reaches "
-        "RecBole's best.",
+        f"Dataset {report['dataset']}, device {report['device']}, seeds {report['seeds']}; {', '.join(budgets)}; "
+        f"early stopping {report['stopping_step']}. Validation metric {metric}. "
+        + ("Ratios against RecBole's SASRec of the same seed; 'to RecBole's best' = wall-clock until the "
+           "variant's validation score first reaches RecBole's best." if BASELINE in names else
+           "No baseline in this run: accuracy only.")
+        + (f" Settings: {' '.join(report['settings'])}." if report["settings"] else ""),
         "",
         "| variant | seed | train rows | s/epoch | × | epochs (best) | wall to own best s | to RecBole's best s | × "
         f"| best valid {metric} | test NDCG@10 | test Hit@10 |",
@@ -142,6 +149,51 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+NEUTRAL_SETTINGS = ("--checkpoint_dir=", "--state=", "--data_path=", "--show_progress=")
+
+
+def summarise(paths):
+    """One accuracy table (markdown) from several result files of one dataset, e.g. long
+    RecBole runs and the fast variants measured in separate processes. Runs are grouped by
+    variant, training budget and result-affecting settings; seeds of a group are averaged.
+    Timings are left out: they come from different processes and are not comparable."""
+    groups, datasets, metric = {}, set(), None
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        datasets.add(report["dataset"])
+        metric = report["valid_metric"]
+        settings = " ".join(s for s in report["settings"] if not s.startswith(NEUTRAL_SETTINGS))
+        for seed, runs in report["runs"].items():
+            for name, run in runs.items():
+                if "test" not in run:
+                    continue
+                fast = "all positions" in name
+                budget = f"≤ {report['fast_epochs']} epochs" if fast else f"{report['prefix_epochs']} epochs"
+                label = f"{name}, {budget}" + (f", {settings}" if settings else "")
+                groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
+    if len(datasets) != 1:
+        raise SystemExit(f"--summarise takes result files of one dataset, got {sorted(datasets)}")
+
+    def spread(values):
+        text = f"{statistics.mean(values):.4f}"
+        return text + (f" ± {(max(values) - min(values)) / 2:.4f}" if len(values) > 1 else "")
+
+    lines = [f"Dataset {datasets.pop()}: best validation {metric} and test metrics of the best checkpoint; "
+             "mean over seeds ± half their spread (the noise). Epochs: run (best), early-stopping patience.",
+             "", f"| variant | seeds | epochs | best valid {metric} | test NDCG@10 | test Hit@10 | test MRR@10 |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for label, runs in groups.items():
+        runs.sort(key=lambda r: r[0])
+        epochs = "; ".join(f"{run['epochs_run']} ({run['best_epoch']}), {patience}" for _, patience, run, _ in runs)
+        lines.append(f"| {label} | {', '.join(seed for seed, *_ in runs)} | {epochs} | "
+                     f"{spread([run['best_valid_score'] for _, _, run, _ in runs])} | "
+                     + " | ".join(spread([run["test"][m] for _, _, run, _ in runs])
+                                  for m in ("ndcg@10", "hit@10", "mrr@10")) + " |")
+    lines += ["", "Files: " + ", ".join(f"`{p}`" for p in paths)]
+    return "\n".join(lines) + "\n"
+
+
 def write_atomic(path, text):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -162,7 +214,12 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch.set_num_threads); 1 keeps timings stable on a shared machine")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--summarise", nargs="+", metavar="JSON",
+                        help="print one accuracy table from earlier result files of one dataset; runs nothing")
     args, rest = parser.parse_known_args()
+    if args.summarise:
+        print(summarise(args.summarise), end="")
+        return
     sys.argv = sys.argv[:1] + rest  # --key=value settings for RecBole (every variant)
 
     os.makedirs(args.out, exist_ok=True)

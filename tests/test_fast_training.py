@@ -232,3 +232,23 @@ def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_pat
                                   "--MAX_ITEM_LIST_LENGTH=20", "--train_window_stride=3", "--state=WARNING"]
     mean_row = (out / "fast_training-synth-cpu.md").read_text().splitlines()[-1]
     assert mean_row.startswith("| SASRec (all positions, CE) | – | – | ")
+
+    # a longer baseline measured apart (two seeds), then one accuracy table over both files
+    monkeypatch.setattr(sys, "argv", [
+        "fast_training", "--dataset", "synth", "--seeds", "1", "2", "--variants", fast_training.BASELINE,
+        "--prefix-epochs", "2", "--out", str(tmp_path / "baseline"), f"--data_path={data_root}",
+        f"--checkpoint_dir={tmp_path / 'saved'}", "--hidden_size=16", "--inner_size=32", "--n_layers=1",
+        "--MAX_ITEM_LIST_LENGTH=20", "--state=WARNING",
+    ])
+    fast_training.main()
+    baseline = json.loads((tmp_path / "baseline" / "fast_training-synth-cpu.json").read_text())["runs"]
+    table = fast_training.summarise([str(out / "fast_training-synth-cpu.json"),
+                                     str(tmp_path / "baseline" / "fast_training-synth-cpu.json")])
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
+    fast_row = rows["SASRec (all positions, CE), ≤ 2 epochs, --hidden_size=16 --inner_size=32 --n_layers=1 "
+                    "--MAX_ITEM_LIST_LENGTH=20 --train_window_stride=3"]
+    assert fast_row[1] == "1" and float(fast_row[3]) == pytest.approx(run["best_valid_score"])
+    base_row = rows["RecBole SASRec (prefix, CE), 2 epochs, --hidden_size=16 --inner_size=32 --n_layers=1 "
+                    "--MAX_ITEM_LIST_LENGTH=20"]
+    ndcg = [baseline[seed][fast_training.BASELINE]["test"]["ndcg@10"] for seed in ("1", "2")]
+    assert base_row[1] == "1, 2" and base_row[4] == f"{sum(ndcg) / 2:.4f} ± {abs(ndcg[0] - ndcg[1]) / 2:.4f}"
