@@ -156,7 +156,10 @@ def summarise(paths):
     """One accuracy table (markdown) from several result files of one dataset, e.g. long
     RecBole runs and the fast variants measured in separate processes. Runs are grouped by
     variant, training budget and result-affecting settings; seeds of a group are averaged.
-    Timings are left out: they come from different processes and are not comparable."""
+    Timings are left out: they come from different processes and are not comparable. The
+    cost column counts training rows instead (RecBole prefix samples or windows, one encoder
+    pass over at most L items each) processed until the validation score first reaches the
+    best of RecBole's SASRec with the same seed, as a ratio of the rows RecBole needed."""
     groups, datasets, metric = {}, set(), None
     for path in paths:
         with open(path) as f:
@@ -169,24 +172,47 @@ def summarise(paths):
                 if "test" not in run:
                     continue
                 fast = "all positions" in name
-                budget = f"≤ {report['fast_epochs']} epochs" if fast else f"{report['prefix_epochs']} epochs"
+                budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}" if fast
+                          else f"{report['prefix_epochs']} epochs")
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
                 groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
     if len(datasets) != 1:
         raise SystemExit(f"--summarise takes result files of one dataset, got {sorted(datasets)}")
 
+    baselines = {}  # seed -> RecBole's run with the most epochs
+    for label, runs in groups.items():
+        for seed, _, run, _ in runs:
+            if label.startswith(BASELINE) and run["epochs_run"] > baselines.get(seed, {"epochs_run": 0})["epochs_run"]:
+                baselines[seed] = run
+
+    def rows_to_baseline_best(seed, run):
+        base = baselines.get(seed)
+        if base is None:
+            return None
+        reached = next((i for i, e in enumerate(run["epochs"], 1) if e.get("valid_score", -1) >= base["best_valid_score"]),
+                       None)
+        return -1 if reached is None else reached * run["train_rows"] / (base["best_epoch"] * base["train_rows"])
+
     def spread(values):
-        text = f"{statistics.mean(values):.4f}"
-        return text + (f" ± {(max(values) - min(values)) / 2:.4f}" if len(values) > 1 else "")
+        known = [v for v in values if v is not None and v >= 0]
+        if not known:
+            return "–" if all(v is None for v in values) else "never"
+        text = f"{statistics.mean(known):.4f}"
+        text += f" ± {(max(known) - min(known)) / 2:.4f}" if len(known) > 1 else ""
+        return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} seeds)"
 
     lines = [f"Dataset {datasets.pop()}: best validation {metric} and test metrics of the best checkpoint; "
-             "mean over seeds ± half their spread (the noise). Epochs: run (best), early-stopping patience.",
-             "", f"| variant | seeds | epochs | best valid {metric} | test NDCG@10 | test Hit@10 | test MRR@10 |",
-             "|---|---|---|---:|---:|---:|---:|"]
+             "mean over seeds ± half their spread (the noise). Epochs: run (best), early-stopping patience. "
+             "Rows ×: training rows processed until the validation score first reaches RecBole's best of the "
+             "same seed, over the rows RecBole needed ('never': not reached).",
+             "", f"| variant | seeds | epochs | rows to RecBole's best × | best valid {metric} | test NDCG@10 "
+             "| test Hit@10 | test MRR@10 |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
     for label, runs in groups.items():
         runs.sort(key=lambda r: r[0])
         epochs = "; ".join(f"{run['epochs_run']} ({run['best_epoch']}), {patience}" for _, patience, run, _ in runs)
         lines.append(f"| {label} | {', '.join(seed for seed, *_ in runs)} | {epochs} | "
+                     f"{spread([rows_to_baseline_best(seed, run) for seed, _, run, _ in runs])} | "
                      f"{spread([run['best_valid_score'] for _, _, run, _ in runs])} | "
                      + " | ".join(spread([run["test"][m] for _, _, run, _ in runs])
                                   for m in ("ndcg@10", "hit@10", "mrr@10")) + " |")

@@ -63,12 +63,16 @@ def test_stride_1_trains_on_exactly_recboles_prefix_pairs(tiny_config):
 
 
 def test_default_stride_counts_every_target_once_in_fewer_rows(tiny_config):
-    cfg = dict(tiny_config, MAX_ITEM_LIST_LENGTH=6)
+    cfg = dict(tiny_config, MAX_ITEM_LIST_LENGTH=10)  # the generated users have 12-24 items
     _, (prefix_train, _, _) = prepare(cfg)
     config, (train, _, _) = prepare(dict(cfg, train_mode="all_positions"))
     feat, prefix_feat = whole_batch(train), whole_batch(prefix_train)
+    by_stride = {s: whole_batch(prepare(dict(cfg, train_mode="all_positions", train_window_stride=s))[1][0])
+                 for s in (1, 5)}
+    assert torch.equal(feat["item_id_targets"], by_stride[1]["item_id_targets"])  # ~ = L // 10
+    assert len(by_stride[5]) < len(feat)
     assert int((feat["item_id_targets"] > 0).sum()) == len(prefix_feat)
-    assert len(feat) < len(prefix_feat) / 3
+    assert len(feat) < len(prefix_feat) / 2
     targets = Counter((uid, t) for uid, _, t in pairs_of_windows(feat).elements())
     assert targets == Counter(zip(prefix_feat["user_id"].tolist(), prefix_feat["item_id"].tolist()))
 
@@ -245,10 +249,15 @@ def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_pat
     table = fast_training.summarise([str(out / "fast_training-synth-cpu.json"),
                                      str(tmp_path / "baseline" / "fast_training-synth-cpu.json")])
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
-    fast_row = rows["SASRec (all positions, CE), ≤ 2 epochs, --hidden_size=16 --inner_size=32 --n_layers=1 "
+    fast_row = rows["SASRec (all positions, CE), ≤ 2 epochs, batch 32, --hidden_size=16 --inner_size=32 --n_layers=1 "
                     "--MAX_ITEM_LIST_LENGTH=20 --train_window_stride=3"]
-    assert fast_row[1] == "1" and float(fast_row[3]) == pytest.approx(run["best_valid_score"])
+    assert fast_row[1] == "1" and float(fast_row[4]) == pytest.approx(run["best_valid_score"])
+    base_1 = baseline["1"][fast_training.BASELINE]
+    reached = [i for i, e in enumerate(run["epochs"], 1) if e["valid_score"] >= base_1["best_valid_score"]]
+    assert fast_row[3] == (f"{reached[0] * run['train_rows'] / (base_1['best_epoch'] * base_1['train_rows']):.4f}"
+                           if reached else "never")
     base_row = rows["RecBole SASRec (prefix, CE), 2 epochs, --hidden_size=16 --inner_size=32 --n_layers=1 "
                     "--MAX_ITEM_LIST_LENGTH=20"]
     ndcg = [baseline[seed][fast_training.BASELINE]["test"]["ndcg@10"] for seed in ("1", "2")]
-    assert base_row[1] == "1, 2" and base_row[4] == f"{sum(ndcg) / 2:.4f} ± {abs(ndcg[0] - ndcg[1]) / 2:.4f}"
+    assert base_row[1] == "1, 2" and base_row[3] == "1.0000 ± 0.0000"
+    assert base_row[5] == f"{sum(ndcg) / 2:.4f} ± {abs(ndcg[0] - ndcg[1]) / 2:.4f}"

@@ -11,7 +11,10 @@ pairs of RecBole's augmentation. A longer one is covered by windows of L inputs
 ending at L, L+S, L+2S, ... and finally at n (S = ``train_window_stride``); each
 window takes the loss only for the targets past the previous window's end, so every
 target counts exactly once and sees at least L-S+1 items of context (RecBole: L).
-S = 1 reproduces RecBole's pairs exactly; larger S costs fewer windows.
+S = 1 reproduces RecBole's pairs exactly; larger S costs fewer windows but trains the
+last position (the one validation and test read for a long user) less often. The default
+S = L/10 keeps ml-100k and LastFM at RecBole's converged accuracy (README, "Fast training
+vs RecBole's SASRec"); L/2 was measurably worse on both.
 """
 
 import numpy as np
@@ -44,11 +47,11 @@ def window_stride(config):
     length = config["MAX_ITEM_LIST_LENGTH"]
     stride = config["train_window_stride"]
     if stride is None:
-        stride = max(1, length // 2)
+        stride = max(1, length // 10)
     if not isinstance(stride, int) or isinstance(stride, bool) or not 1 <= stride <= length:
         raise ValueError(
             f"train_window_stride must be an integer in [1, MAX_ITEM_LIST_LENGTH={length}] "
-            f"or ~ (half of it), got {config['train_window_stride']!r}"
+            f"or ~ (a tenth of it), got {config['train_window_stride']!r}"
         )
     return stride
 
