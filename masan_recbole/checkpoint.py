@@ -6,12 +6,13 @@ could run arbitrary code if loaded with ``weights_only=False``. Here the config 
 stored as plain data (str/int/float/bool/None, lists, dicts), with two tagged
 forms for ``torch.device`` and RecBole's enums, so the whole file is tensors and
 plain data. Files are written atomically: a kill during a save leaves the previous
-file intact.
+file intact, and each training run gets its own file name (:func:`run_file`).
 """
 
 import os
 import pickle
 import random
+import secrets
 import zipfile
 from enum import Enum
 
@@ -156,6 +157,19 @@ def _check_plain(value, where):
         f"checkpoint entry {where} is a {type(value).__name__}; only tensors and plain "
         "data (numbers, strings, lists, dicts) can be saved safely"
     )
+
+
+def run_file(path, distributed=False):
+    """RecBole's ``<model>-<local time, to the second>.pth`` with a random tag before the suffix.
+
+    Two runs started in the same second in one checkpoint_dir would otherwise share the
+    file, and each would test whatever the other saved last. In a DDP run every rank
+    takes rank 0's tag, since all of them load the best model for the test."""
+    tag = [secrets.token_hex(3)]
+    if distributed:
+        torch.distributed.broadcast_object_list(tag, src=0)
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{tag[0]}{ext}"
 
 
 def save_checkpoint(state, path):

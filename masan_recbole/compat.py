@@ -275,6 +275,12 @@ def safe_checkpoints():
     from masan_recbole import checkpoint
     from masan_recbole.quick_start import load_data_and_model
 
+    original_init = Trainer.__init__
+
+    def __init__(self, config, model):
+        original_init(self, config, model)
+        self.saved_model_file = checkpoint.run_file(self.saved_model_file, distributed=not config["single_spec"])
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
@@ -349,6 +355,7 @@ def safe_checkpoints():
             self, eval_data, load_best_model=False, show_progress=show_progress
         )
 
+    Trainer.__init__ = __init__
     Trainer._save_checkpoint = _save_checkpoint
     Trainer.resume_checkpoint = resume_checkpoint
     Trainer.fit = fit

@@ -128,3 +128,27 @@ def test_resume_refuses_another_models_checkpoint(tiny_config):
     trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, get_model("SASRec")(config, train_data._dataset))
     with pytest.raises(CheckpointError, match="written by model RecBoleSASRec"):
         trainer.resume_checkpoint(path)
+
+
+def test_runs_started_in_the_same_second_keep_their_own_checkpoint(tiny_config, monkeypatch):
+    """RecBole names a run's file <model>-<time to the second>.pth; two runs side by side in one
+    checkpoint_dir must not save into (and test from) the same file."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.trainer import trainer as trainer_module
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    monkeypatch.setattr(trainer_module, "get_local_time", lambda: "Nov-24-2026_00-58-49")
+    runs = []
+    for loss in ("CE", "BPR"):
+        config = Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, loss_type=loss, epochs=1))
+        init_seed(config["seed"], config["reproducibility"])
+        train, valid, _ = data_preparation(config, create_dataset(config))
+        trainer = get_trainer(config["MODEL_TYPE"], "SASRec")(config, get_model("SASRec")(config, train._dataset))
+        runs.append((trainer, train, valid))
+    for trainer, train, valid in runs:  # both created before either saves, as when started together
+        trainer.fit(train, valid, saved=True, show_progress=False)
+    files = [trainer.saved_model_file for trainer, _, _ in runs]
+    assert files[0] != files[1]
+    assert all(os.path.basename(f).startswith("SASRec-Nov-24-2026_00-58-49-") for f in files)
+    assert [load_checkpoint(f)["config"]["loss_type"] for f in files] == ["CE", "BPR"]
