@@ -26,6 +26,7 @@ import sys
 import torch
 
 from benchmarks.compare import run_model
+from masan_recbole.data.all_positions import window_stride
 
 BASELINE = "RecBole SASRec (prefix, CE)"
 VARIANTS = {
@@ -51,7 +52,7 @@ def run_variant(model_name, dataset, config_dict):
         epochs.append(dict(epoch, wall_s=wall))
     scored = [i for i, e in enumerate(epochs) if "valid_score" in e]
     best = max(scored, key=lambda i: epochs[i]["valid_score"])
-    return {
+    run = {
         "model": model_name,
         "train_rows": result["train_rows"],
         "epochs": epochs,
@@ -62,6 +63,9 @@ def run_variant(model_name, dataset, config_dict):
         "wall_to_best_s": epochs[best]["wall_s"],
         "test": result["test"],
     }
+    if result["config"].get("train_mode") == "all_positions":
+        run["window_stride"] = window_stride(result["config"])
+    return run
 
 
 def wall_to_reach(run, score):
@@ -172,8 +176,8 @@ def summarise(paths):
                 if "test" not in run:
                     continue
                 fast = "all positions" in name
-                budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}" if fast
-                          else f"{report['prefix_epochs']} epochs")
+                budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride "
+                          f"{run.get('window_stride', 'not recorded')}" if fast else f"{report['prefix_epochs']} epochs")
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
                 groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
     if len(datasets) != 1:

@@ -205,6 +205,7 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
         assert base["ratios"]["seconds_per_epoch"] == 1.0 and base["epochs_run"] == 1
         fast = runs["SASRec (all positions, CE)"]
         assert fast["epochs_run"] == 3 and fast["train_rows"] < base["train_rows"]
+        assert fast["window_stride"] == 2 and "window_stride" not in base  # ~ = L // 10
         assert fast["ratios"]["seconds_per_epoch"] == pytest.approx(
             fast["seconds_per_epoch"] / base["seconds_per_epoch"])
         assert all(0 <= run["test"]["ndcg@10"] <= 1 for run in runs.values())
@@ -230,7 +231,7 @@ def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_pat
     fast_training.main()
     report = json.loads((out / "fast_training-synth-cpu.json").read_text())
     run = report["runs"]["1"]["SASRec (all positions, CE)"]
-    assert "ratios" not in run and run["epochs_run"] == 2 and 0 <= run["best_valid_score"] <= 1
+    assert "ratios" not in run and run["epochs_run"] == 2 and run["window_stride"] == 3 and 0 <= run["best_valid_score"] <= 1
     assert report["settings"] == [f"--data_path={data_root}", f"--checkpoint_dir={tmp_path / 'saved'}",
                                   "--hidden_size=16", "--inner_size=32", "--n_layers=1",
                                   "--MAX_ITEM_LIST_LENGTH=20", "--train_window_stride=3", "--state=WARNING"]
@@ -249,7 +250,7 @@ def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_pat
     table = fast_training.summarise([str(out / "fast_training-synth-cpu.json"),
                                      str(tmp_path / "baseline" / "fast_training-synth-cpu.json")])
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table.splitlines() if line.startswith("| ")}
-    fast_row = rows["SASRec (all positions, CE), ≤ 2 epochs, batch 32, --hidden_size=16 --inner_size=32 --n_layers=1 "
+    fast_row = rows["SASRec (all positions, CE), ≤ 2 epochs, batch 32, window stride 3, --hidden_size=16 --inner_size=32 --n_layers=1 "
                     "--MAX_ITEM_LIST_LENGTH=20 --train_window_stride=3"]
     assert fast_row[1] == "1" and float(fast_row[4]) == pytest.approx(run["best_valid_score"])
     base_1 = baseline["1"][fast_training.BASELINE]
