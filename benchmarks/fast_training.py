@@ -153,6 +153,8 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
+# Result files written before the stride was recorded (and its default became L/10) used L/2.
+OLD_DEFAULT_STRIDE = "L/2 (default before 34398e3)"
 NEUTRAL_SETTINGS = ("--checkpoint_dir=", "--state=", "--data_path=", "--show_progress=")
 
 
@@ -170,14 +172,16 @@ def summarise(paths):
             report = json.load(f)
         datasets.add(report["dataset"])
         metric = report["valid_metric"]
-        settings = " ".join(s for s in report["settings"] if not s.startswith(NEUTRAL_SETTINGS))
+        settings = " ".join(s for s in report["settings"]
+                            if not s.startswith(NEUTRAL_SETTINGS + ("--train_window_stride=",)))
+        given = [s.split("=", 1)[1] for s in report["settings"] if s.startswith("--train_window_stride=")]
         for seed, runs in report["runs"].items():
             for name, run in runs.items():
                 if "test" not in run:
                     continue
                 fast = "all positions" in name
                 budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride "
-                          f"{run.get('window_stride', 'not recorded')}" if fast else f"{report['prefix_epochs']} epochs")
+                          f"{run.get('window_stride') or (given or [OLD_DEFAULT_STRIDE])[-1]}" if fast else f"{report['prefix_epochs']} epochs")
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
                 groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
     if len(datasets) != 1:
