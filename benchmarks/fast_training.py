@@ -35,7 +35,7 @@ VARIANTS = {
     "SASRec (all positions, CE)": ("SASRec", {"train_mode": "all_positions"}),
     "SASRec (all positions, SSM)": ("SASRec", {"train_mode": "all_positions", "loss_type": "SSM"}),
 }
-FAST_KEYS = ("train_mode",)
+NEVER = -1.0  # a score the run never reached
 
 
 def run_variant(model_name, dataset, config_dict):
@@ -68,9 +68,24 @@ def run_variant(model_name, dataset, config_dict):
     return run
 
 
+def first_epoch_reaching(run, score):
+    """1-based number of the first epoch whose validation score is >= ``score`` (None if never)."""
+    return next((i for i, e in enumerate(run["epochs"], 1) if e.get("valid_score", -1) >= score), None)
+
+
 def wall_to_reach(run, score):
     """Wall-clock at the first epoch whose validation score is >= ``score`` (None if never)."""
-    return next((e["wall_s"] for e in run["epochs"] if e.get("valid_score", -1) >= score), None)
+    epoch = first_epoch_reaching(run, score)
+    return None if epoch is None else run["epochs"][epoch - 1]["wall_s"]
+
+
+def mean_spread(values):
+    """Mean ± half the spread over seeds (the noise); None = not measured, NEVER = not reached."""
+    known = [v for v in values if v is not None and v != NEVER]
+    if not known:
+        return "–" if all(v is None for v in values) else "never reached"
+    text = f"{statistics.mean(known):.4f}" + (f" ± {(max(known) - min(known)) / 2:.4f}" if len(known) > 1 else "")
+    return text if len(known) == len(values) else f"{text} (reached in {len(known)} of {len(values)} seeds)"
 
 
 def ratio(a, b):
@@ -133,22 +148,14 @@ def markdown(report):
         runs = [r[name] for r in report["runs"].values() if "test" in r.get(name, {})]
         if not runs:
             continue
-        no_ratio = dict.fromkeys(("seconds_per_epoch", "wall_to_baseline_best"))
-
-        def spread(values):
-            known = [v for v in values if v is not None]
-            if not any("ratios" in r for r in runs) and not known:
-                return "–"  # no baseline in this run
-            if not known:
-                return "never reached"
-            text = f"{statistics.mean(known):.4f} ± {(max(known) - min(known)) / 2:.4f}"
-            return text if len(known) == len(values) else f"{text} (reached in {len(known)} of {len(values)} seeds)"
-
+        # without the baseline in this run there are no ratios (None); with it, None = never reached
+        ratios = [r.get("ratios") for r in runs]
+        per_epoch = [r and r["seconds_per_epoch"] for r in ratios]
+        to_best = [r and (NEVER if r["wall_to_baseline_best"] is None else r["wall_to_baseline_best"]) for r in ratios]
         lines.append(
-            f"| {name} | {spread([r.get('ratios', no_ratio)['seconds_per_epoch'] for r in runs])} | "
-            f"{spread([r.get('ratios', no_ratio)['wall_to_baseline_best'] for r in runs])} | "
-            f"{spread([r['best_valid_score'] for r in runs])} | "
-            f"{spread([r['test']['ndcg@10'] for r in runs])} | {spread([r['test']['hit@10'] for r in runs])} |"
+            f"| {name} | {mean_spread(per_epoch)} | {mean_spread(to_best)} | "
+            f"{mean_spread([r['best_valid_score'] for r in runs])} | "
+            f"{mean_spread([r['test']['ndcg@10'] for r in runs])} | {mean_spread([r['test']['hit@10'] for r in runs])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -197,22 +204,13 @@ def summarise(paths):
         base = baselines.get(seed)
         if base is None:
             return None
-        reached = next((i for i, e in enumerate(run["epochs"], 1) if e.get("valid_score", -1) >= base["best_valid_score"]),
-                       None)
-        return -1 if reached is None else reached * run["train_rows"] / (base["best_epoch"] * base["train_rows"])
-
-    def spread(values):
-        known = [v for v in values if v is not None and v >= 0]
-        if not known:
-            return "–" if all(v is None for v in values) else "never"
-        text = f"{statistics.mean(known):.4f}"
-        text += f" ± {(max(known) - min(known)) / 2:.4f}" if len(known) > 1 else ""
-        return text if len(known) == len(values) else f"{text} ({len(known)} of {len(values)} seeds)"
+        reached = first_epoch_reaching(run, base["best_valid_score"])
+        return NEVER if reached is None else reached * run["train_rows"] / (base["best_epoch"] * base["train_rows"])
 
     lines = [f"Dataset {datasets.pop()}: best validation {metric} and test metrics of the best checkpoint; "
              "mean over seeds ± half their spread (the noise). Epochs: run (best), early-stopping patience. "
              "Rows ×: training rows processed until the validation score first reaches RecBole's best of the "
-             "same seed, over the rows RecBole needed ('never': not reached).",
+             "same seed, over the rows RecBole needed.",
              "", f"| variant | seeds | epochs | rows to RecBole's best × | best valid {metric} | test NDCG@10 "
              "| test Hit@10 | test MRR@10 |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
@@ -220,9 +218,9 @@ def summarise(paths):
         runs.sort(key=lambda r: r[0])
         epochs = "; ".join(f"{run['epochs_run']} ({run['best_epoch']}), {patience}" for _, patience, run, _ in runs)
         lines.append(f"| {label} | {', '.join(seed for seed, *_ in runs)} | {epochs} | "
-                     f"{spread([rows_to_baseline_best(seed, run) for seed, _, run, _ in runs])} | "
-                     f"{spread([run['best_valid_score'] for _, _, run, _ in runs])} | "
-                     + " | ".join(spread([run["test"][m] for _, _, run, _ in runs])
+                     f"{mean_spread([rows_to_baseline_best(seed, run) for seed, _, run, _ in runs])} | "
+                     f"{mean_spread([run['best_valid_score'] for _, _, run, _ in runs])} | "
+                     + " | ".join(mean_spread([run["test"][m] for _, _, run, _ in runs])
                                   for m in ("ndcg@10", "hit@10", "mrr@10")) + " |")
     lines += ["", "Files: " + ", ".join(f"`{p}`" for p in paths)]
     return "\n".join(lines) + "\n"

@@ -256,7 +256,7 @@ def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_pat
     base_1 = baseline["1"][fast_training.BASELINE]
     reached = [i for i, e in enumerate(run["epochs"], 1) if e["valid_score"] >= base_1["best_valid_score"]]
     assert fast_row[3] == (f"{reached[0] * run['train_rows'] / (base_1['best_epoch'] * base_1['train_rows']):.4f}"
-                           if reached else "never")
+                           if reached else "never reached")
     base_row = rows["RecBole SASRec (prefix, CE), 2 epochs, --hidden_size=16 --inner_size=32 --n_layers=1 "
                     "--MAX_ITEM_LIST_LENGTH=20"]
     ndcg = [baseline[seed][fast_training.BASELINE]["test"]["ndcg@10"] for seed in ("1", "2")]
