@@ -34,6 +34,8 @@ VARIANTS = {
     "SASRec (prefix, CE)": ("SASRec", {}),
     "SASRec (all positions, CE)": ("SASRec", {"train_mode": "all_positions"}),
     "SASRec (all positions, SSM)": ("SASRec", {"train_mode": "all_positions", "loss_type": "SSM"}),
+    "SASRec (all positions, SSM in-batch)": ("SASRec", {"train_mode": "all_positions", "loss_type": "SSM",
+                                                        "ssm_sampler": "in_batch"}),
 }
 NEVER = -1.0  # a score the run never reached
 
@@ -162,6 +164,10 @@ def markdown(report):
 
 # Result files written before the stride was recorded (and its default became L/10) used L/2.
 OLD_DEFAULT_STRIDE = "L/2 (default before 34398e3)"
+# Sampled-softmax runs recorded before the logQ fix corrected every logit by -log q (so
+# uniform negatives went uncorrected); since then only the negatives, by -log(K q).
+SSM_CORRECTION = "-log(K q) on negatives"
+OLD_SSM_CORRECTION = "SSM logits as before the logQ fix"
 NEUTRAL_SETTINGS = ("--checkpoint_dir=", "--state=", "--data_path=", "--show_progress=")
 
 
@@ -190,6 +196,8 @@ def summarise(paths):
                 budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride "
                           f"{run.get('window_stride') or (given or [OLD_DEFAULT_STRIDE])[-1]}" if fast else f"{report['prefix_epochs']} epochs")
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
+                if "SSM" in name and run.get("ssm_correction") != SSM_CORRECTION:
+                    label += f", {OLD_SSM_CORRECTION}"
                 groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
     if len(datasets) != 1:
         raise SystemExit(f"--summarise takes result files of one dataset, got {sorted(datasets)}")
@@ -282,6 +290,8 @@ def main():
                 print(f"[{dataset} seed {seed}] {name}", flush=True)
                 try:
                     runs[name] = run_variant(model, dataset, config_dict)
+                    if extra.get("loss_type") == "SSM":
+                        runs[name]["ssm_correction"] = SSM_CORRECTION
                 except Exception as error:  # keep the other variants' results
                     runs[name] = {"error": f"{type(error).__name__}: {error}"}
                 print(json.dumps({k: v for k, v in runs[name].items() if k != "epochs"}), flush=True)

@@ -149,6 +149,27 @@ def test_in_batch_log_q_is_the_target_frequency_and_accidental_hits_are_masked(t
     assert model.sampled_softmax(states, torch.tensor([7, 8, 9, 10])).item() > 0
 
 
+@pytest.mark.parametrize("sampler", ["uniform", "in_batch"])
+def test_sampled_softmax_tends_to_full_softmax_with_many_negatives(tiny_config, sampler):
+    model, _ = built_model(tiny_config, loss_type="SSM", ssm_sampler=sampler, ssm_num_negatives=400_000)
+    torch.manual_seed(1)
+    states = torch.randn(60, model.item_embedding.embedding_dim)
+    with torch.no_grad():
+        model.item_embedding.weight.mul_(20)  # logits with a std of ~3: far from uniform
+        logits = states @ model.item_embedding.weight.T  # [60,N]
+    if sampler == "uniform":
+        pos_items = torch.randint(1, model.n_items, (60,))
+        candidates = torch.arange(1, model.n_items)  # every item but padding
+    else:  # the batch is the whole training set: its target shares are q
+        pos_items = torch.randint(1, 9, (60,))
+        counts = torch.bincount(pos_items, minlength=model.n_items).float()
+        model.log_q = (counts.clamp(min=1) / counts.sum()).log()
+        candidates = torch.arange(1, 9)  # in-batch negatives can only be batch targets
+    full = torch.nn.functional.cross_entropy(logits[:, candidates], torch.searchsorted(candidates, pos_items))
+    with torch.no_grad():
+        assert model.sampled_softmax(states, pos_items).item() == pytest.approx(full.item(), rel=0.02)
+
+
 def test_bf16_autocast_stays_close_to_fp32(tiny_config):
     model, batch = built_model(tiny_config, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
     assert model.autocast_dtype is None  # auto on a CPU: fp32
@@ -211,6 +232,14 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
         assert all(0 <= run["test"]["ndcg@10"] <= 1 for run in runs.values())
     table = (out / "fast_training-synth-cpu.md").read_text()
     assert "| SASRec (all positions, SSM) | 2 |" in table and "Mean over seeds" in table
+
+    # a file written before the logQ fix (no correction recorded) is summarised apart
+    del report["runs"]["1"]["SASRec (all positions, SSM)"]["ssm_correction"]
+    (out / "legacy.json").write_text(json.dumps(report))
+    labels = [line.split(" | ")[0] for line in fast_training.summarise([str(out / "legacy.json")]).splitlines()
+              if line.startswith("| SASRec (all positions, SSM")]
+    assert len(labels) == 3 and sum(fast_training.OLD_SSM_CORRECTION in label for label in labels) == 1
+    assert any("SSM in-batch" in label and fast_training.OLD_SSM_CORRECTION not in label for label in labels)
 
 
 def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 all-position training for causal models, mixed precision and ``torch.compile``."""
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,7 @@ class ItemScoringRecommender(SequentialRecommender):
         if self.ssm_num_negatives < 1:
             raise ValueError(f"ssm_num_negatives must be >= 1, got {self.ssm_num_negatives}")
         # In-batch negatives are other samples' targets: drawn with probability q(item) =
-        # its share of the training targets. log q is the logQ correction (Yi et al. 2019).
+        # its share of the training targets (on average over batches).
         feat = dataset.inter_feat
         targets = feat[self.TARGETS] if self.TARGETS in feat else feat[self.ITEM_ID]
         counts = torch.bincount(targets.flatten(), minlength=self.n_items).double()
@@ -132,21 +133,25 @@ class ItemScoringRecommender(SequentialRecommender):
         return self.sampled_softmax(states, pos_items)
 
     def sampled_softmax(self, states, pos_items):
-        """Softmax over the true item and K negatives shared by the batch.
+        """Softmax over the true item and K negatives shared by the batch, drawn with
+        probability q: uniformly, or (in_batch) from the batch's own targets, so with q =
+        the item's share of the training targets.
 
-        uniform: K items drawn uniformly; the logQ correction is the same constant for
-        every candidate and cancels. in_batch: K of the batch's own targets, so frequent
-        items are drawn more often; every logit is corrected by -log q(item)."""
+        Each negative's logit is corrected by -log(K q): (1/K) sum_k exp(o_k) / q_k is an
+        unbiased estimate of the softmax denominator over all other items, so the loss
+        tends to full-catalog CE as K grows (Bengio & Senecal 2008, Blanc & Rendle 2018).
+        The true item is always in the denominator, not sampled, so its logit is left as
+        is (Khrylchenko et al. 2025); correcting it too would cancel the uniform correction
+        and shrink the negatives' weight in the denominator by K / catalog size."""
         k = self.ssm_num_negatives
         if self.ssm_sampler == "uniform":
             neg_items = torch.randint(1, self.n_items, (k,), device=pos_items.device)
+            log_q = -math.log(self.n_items - 1)
         else:
             neg_items = pos_items[torch.randint(0, len(pos_items), (k,), device=pos_items.device)]
+            log_q = self.log_q[neg_items][None, :]
         pos_logits = (states * self.item_embedding(pos_items)).sum(-1, keepdim=True)  # [P,1]
-        neg_logits = states @ self.item_embedding(neg_items).T  # [P,K]
-        if self.ssm_sampler == "in_batch":
-            pos_logits = pos_logits - self.log_q[pos_items][:, None]
-            neg_logits = neg_logits - self.log_q[neg_items][None, :]
+        neg_logits = states @ self.item_embedding(neg_items).T - (math.log(k) + log_q)  # [P,K]
         # a negative that is the true item is no negative ("accidental hit")
         neg_logits = neg_logits.masked_fill(neg_items[None, :] == pos_items[:, None], float("-inf"))
         logits = torch.cat([pos_logits, neg_logits], dim=1).float()
