@@ -27,6 +27,7 @@ import torch
 
 from benchmarks.compare import run_model
 from masan_recbole.data.all_positions import window_stride
+from masan_recbole.model.base import SSM_CORRECTION
 
 BASELINE = "RecBole SASRec (prefix, CE)"
 VARIANTS = {
@@ -65,8 +66,13 @@ def run_variant(model_name, dataset, config_dict):
         "wall_to_best_s": epochs[best]["wall_s"],
         "test": result["test"],
     }
-    if result["config"].get("train_mode") == "all_positions":
-        run["window_stride"] = window_stride(result["config"])
+    config = result["config"]
+    if config.get("train_mode") == "all_positions":
+        run["window_stride"] = window_stride(config)
+    run["loss_type"] = config["loss_type"]  # as resolved: command-line settings override a variant's
+    if run["loss_type"] == "SSM":
+        run.update(ssm_sampler=config["ssm_sampler"], ssm_num_negatives=config["ssm_num_negatives"],
+                   ssm_correction=SSM_CORRECTION)
     return run
 
 
@@ -164,9 +170,8 @@ def markdown(report):
 
 # Result files written before the stride was recorded (and its default became L/10) used L/2.
 OLD_DEFAULT_STRIDE = "L/2 (default before 34398e3)"
-# Sampled-softmax runs recorded before the logQ fix corrected every logit by -log q (so
-# uniform negatives went uncorrected); since then only the negatives, by -log(K q).
-SSM_CORRECTION = "-log(K q) on negatives"
+# Sampled-softmax runs recorded before the logQ fix of aef39a7 corrected every logit by
+# -log q (so uniform negatives went uncorrected); since then only the negatives, by -log(K q).
 OLD_SSM_CORRECTION = "SSM logits as before the logQ fix"
 NEUTRAL_SETTINGS = ("--checkpoint_dir=", "--state=", "--data_path=", "--show_progress=")
 
@@ -196,7 +201,8 @@ def summarise(paths):
                 budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride "
                           f"{run.get('window_stride') or (given or [OLD_DEFAULT_STRIDE])[-1]}" if fast else f"{report['prefix_epochs']} epochs")
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
-                if "SSM" in name and run.get("ssm_correction") != SSM_CORRECTION:
+                legacy_loss = "SSM" if "SSM" in name or "--loss_type=SSM" in report["settings"] else "CE"
+                if run.get("loss_type", legacy_loss) == "SSM" and run.get("ssm_correction") != SSM_CORRECTION:
                     label += f", {OLD_SSM_CORRECTION}"
                 groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
     if len(datasets) != 1:
@@ -290,8 +296,6 @@ def main():
                 print(f"[{dataset} seed {seed}] {name}", flush=True)
                 try:
                     runs[name] = run_variant(model, dataset, config_dict)
-                    if extra.get("loss_type") == "SSM":
-                        runs[name]["ssm_correction"] = SSM_CORRECTION
                 except Exception as error:  # keep the other variants' results
                     runs[name] = {"error": f"{type(error).__name__}: {error}"}
                 print(json.dumps({k: v for k, v in runs[name].items() if k != "epochs"}), flush=True)

@@ -151,11 +151,11 @@ def test_in_batch_log_q_is_the_target_frequency_and_accidental_hits_are_masked(t
 
 @pytest.mark.parametrize("sampler", ["uniform", "in_batch"])
 def test_sampled_softmax_tends_to_full_softmax_with_many_negatives(tiny_config, sampler):
-    model, _ = built_model(tiny_config, loss_type="SSM", ssm_sampler=sampler, ssm_num_negatives=400_000)
+    model, _ = built_model(tiny_config, loss_type="SSM", ssm_sampler=sampler, ssm_num_negatives=200_000)
     torch.manual_seed(1)
     states = torch.randn(60, model.item_embedding.embedding_dim)
     with torch.no_grad():
-        model.item_embedding.weight.mul_(20)  # logits with a std of ~3: far from uniform
+        model.item_embedding.weight.mul_(20)  # logits with a std of ~1.6: far from uniform
         logits = states @ model.item_embedding.weight.T  # [60,N]
     if sampler == "uniform":
         pos_items = torch.randint(1, model.n_items, (60,))
@@ -164,10 +164,11 @@ def test_sampled_softmax_tends_to_full_softmax_with_many_negatives(tiny_config, 
         pos_items = torch.randint(1, 9, (60,))
         counts = torch.bincount(pos_items, minlength=model.n_items).float()
         model.log_q = (counts.clamp(min=1) / counts.sum()).log()
-        candidates = torch.arange(1, 9)  # in-batch negatives can only be batch targets
+        candidates = pos_items.unique()  # in-batch negatives can only be batch targets
     full = torch.nn.functional.cross_entropy(logits[:, candidates], torch.searchsorted(candidates, pos_items))
     with torch.no_grad():
-        assert model.sampled_softmax(states, pos_items).item() == pytest.approx(full.item(), rel=0.02)
+        # sampling error ~1e-3 nats; an unmasked accidental hit or q counting padding: ~2e-2
+        assert model.sampled_softmax(states, pos_items).item() == pytest.approx(full.item(), abs=5e-3)
 
 
 def test_bf16_autocast_stays_close_to_fp32(tiny_config):
@@ -230,6 +231,10 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
         assert fast["ratios"]["seconds_per_epoch"] == pytest.approx(
             fast["seconds_per_epoch"] / base["seconds_per_epoch"])
         assert all(0 <= run["test"]["ndcg@10"] <= 1 for run in runs.values())
+        # the loss each run resolved to is recorded, not the variant's intent
+        assert fast["loss_type"] == "CE" and "ssm_sampler" not in fast
+        assert runs["SASRec (all positions, SSM in-batch)"]["ssm_sampler"] == "in_batch"
+        assert runs["SASRec (all positions, SSM)"]["ssm_num_negatives"] == 256
     table = (out / "fast_training-synth-cpu.md").read_text()
     assert "| SASRec (all positions, SSM) | 2 |" in table and "Mean over seeds" in table
 

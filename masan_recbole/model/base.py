@@ -15,6 +15,7 @@ from masan_recbole.data.all_positions import targets_field
 LOSSES = ("CE", "BPR", "SSM")
 SSM_SAMPLERS = ("uniform", "in_batch")
 PRECISIONS = ("auto", "bf16", "off")
+SSM_CORRECTION = "-log(K q) on negatives"  # the logQ correction of sampled_softmax, named in result files
 
 
 class ItemScoringRecommender(SequentialRecommender):
@@ -134,15 +135,18 @@ class ItemScoringRecommender(SequentialRecommender):
 
     def sampled_softmax(self, states, pos_items):
         """Softmax over the true item and K negatives shared by the batch, drawn with
-        probability q: uniformly, or (in_batch) from the batch's own targets, so with q =
-        the item's share of the training targets.
+        probability q: uniformly, or (in_batch) from the batch's own targets.
 
-        Each negative's logit is corrected by -log(K q): (1/K) sum_k exp(o_k) / q_k is an
-        unbiased estimate of the softmax denominator over all other items, so the loss
-        tends to full-catalog CE as K grows (Bengio & Senecal 2008, Blanc & Rendle 2018).
-        The true item is always in the denominator, not sampled, so its logit is left as
-        is (Khrylchenko et al. 2025); correcting it too would cancel the uniform correction
-        and shrink the negatives' weight in the denominator by K / catalog size."""
+        Each negative's logit is corrected by -log(K q): (1/K) sum_k exp(o_k) / q_k estimates
+        the softmax denominator over all other items without bias, so with uniform negatives
+        the loss tends to full-catalog CE as K grows (Bengio & Senecal 2008, Blanc & Rendle
+        2018). The true item is always in the denominator, not sampled, so its logit is left
+        as is (Khrylchenko et al. 2025); correcting it too would cancel the uniform correction
+        and shrink the negatives' weight in the denominator by K / catalog size. in_batch
+        takes q = the item's share of all training targets, its chance of being drawn only
+        on average over batches; items that are never a target are never drawn, and a
+        sequence's own later targets sit in its batch, so this is popularity-weighted hard
+        negatives with an approximate correction, not an unbiased estimate."""
         k = self.ssm_num_negatives
         if self.ssm_sampler == "uniform":
             neg_items = torch.randint(1, self.n_items, (k,), device=pos_items.device)
@@ -151,10 +155,11 @@ class ItemScoringRecommender(SequentialRecommender):
             neg_items = pos_items[torch.randint(0, len(pos_items), (k,), device=pos_items.device)]
             log_q = self.log_q[neg_items][None, :]
         pos_logits = (states * self.item_embedding(pos_items)).sum(-1, keepdim=True)  # [P,1]
-        neg_logits = states @ self.item_embedding(neg_items).T - (math.log(k) + log_q)  # [P,K]
+        # fp32 before the shift: under bf16 autocast a shift of log(N/K) would be rounded again
+        neg_logits = (states @ self.item_embedding(neg_items).T).float() - (math.log(k) + log_q)  # [P,K]
         # a negative that is the true item is no negative ("accidental hit")
         neg_logits = neg_logits.masked_fill(neg_items[None, :] == pos_items[:, None], float("-inf"))
-        logits = torch.cat([pos_logits, neg_logits], dim=1).float()
+        logits = torch.cat([pos_logits.float(), neg_logits], dim=1)
         return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
     def predict(self, interaction):
