@@ -198,8 +198,11 @@ def summarise(paths):
                 if "test" not in run:
                     continue
                 fast = "all positions" in name
-                budget = (f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride "
-                          f"{run.get('window_stride') or (given or [OLD_DEFAULT_STRIDE])[-1]}" if fast else f"{report['prefix_epochs']} epochs")
+                if fast:
+                    stride = run.get("window_stride") or (given[-1] if given else OLD_DEFAULT_STRIDE)
+                    budget = f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride {stride}"
+                else:
+                    budget = f"{report['prefix_epochs']} epochs"
                 label = f"{name}, {budget}" + (f", {settings}" if settings else "")
                 legacy_loss = "SSM" if "SSM" in name or "--loss_type=SSM" in report["settings"] else "CE"
                 if run.get("loss_type", legacy_loss) == "SSM" and run.get("ssm_correction") != SSM_CORRECTION:
