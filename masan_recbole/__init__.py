@@ -1,26 +1,13 @@
 """masan_recbole: MASAN, SASRec, SR-SAN and ASRec for RecBole 1.2.1.
 
-``import masan_recbole`` makes RecBole 1.2.1 work on numpy 2 / pandas 3 /
-torch >= 2.6 (see :mod:`masan_recbole.compat`) and registers the plugin's models
-with every RecBole entry point (see :mod:`masan_recbole.registry`).
+``import masan_recbole`` applies the patch layer (:mod:`masan_recbole.patches`: RecBole 1.2.1
+on today's numpy/pandas/torch, and the plugin's features installed in RecBole's entry points)
+and registers the plugin's models (:mod:`masan_recbole.model`).
 """
 
-from masan_recbole import compat
+from masan_recbole import patches
 
-# These must precede any import of recbole.quick_start.
-compat.quiet_known_warnings()
-compat.pandas_below_3()
-compat.numpy_aliases()
-compat.ray_optional()
-
-from masan_recbole import registry  # noqa: E402
-
-registry.install()
-compat.apply_all()
-
-from masan_recbole.data import all_positions  # noqa: E402
-
-all_positions.install()
+patches.apply()
 
 from masan_recbole import model  # noqa: E402,F401  (registers the models)
 from masan_recbole.quick_start import load_data_and_model, run  # noqa: E402

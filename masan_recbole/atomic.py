@@ -186,3 +186,40 @@ def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="u
         raise AtomicFileError(f"{path}: line {lineno} is not valid {encoding} ({error.reason}); set the "
                               f"`encoding` config key to the file's encoding") from None
     return types
+
+
+def _wants_field(cfg, suffix, field):
+    load_col = cfg["load_col"]
+    if not load_col or suffix not in load_col:
+        return True
+    return field in load_col[suffix]
+
+
+def load_checked(original_load_feat, dataset, filepath, source):
+    """RecBole's ``Dataset._load_feat`` after :func:`check_atomic_file` on the file, requiring the
+    user and item columns of an ``.inter`` file (and the time column for time-ordered splits)."""
+    cfg = dataset.config
+    required = {}
+    if str(filepath).endswith(".inter"):
+        keys = ["USER_ID_FIELD", "ITEM_ID_FIELD"]
+        if (cfg["eval_args"] or {}).get("order") == "TO":
+            keys.append("TIME_FIELD")
+        required = {cfg[k]: k for k in keys if cfg[k] and _wants_field(cfg, "inter", cfg[k])}
+    check_atomic_file(
+        filepath,
+        field_separator=cfg["field_separator"],
+        seq_separator=cfg["seq_separator"],
+        encoding=cfg["encoding"],
+        required_fields=required,
+    )
+    return original_load_feat(dataset, filepath, source)
+
+
+def refuse_download(dataset):
+    """Stands in for RecBole's ``Dataset._download``: the plugin never downloads data."""
+    raise FileNotFoundError(
+        f"Dataset '{dataset.dataset_name}' not found: expected RecBole atomic files in "
+        f"{os.path.abspath(dataset.dataset_path)} (at least {dataset.dataset_name}.inter). "
+        f"Put them there (see dataset/README.md) or set data_path to the folder that "
+        f"contains '{dataset.dataset_name}/'. masan_recbole never downloads data."
+    )

@@ -18,6 +18,9 @@ from enum import Enum
 
 import numpy as np
 import torch
+from recbole.utils import enum_type
+
+from masan_recbole.files import write_atomic
 
 FORMAT = "masan_recbole.checkpoint.v1"
 
@@ -26,9 +29,8 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or read safely."""
 
 
-def _enum_types():
-    from recbole.utils import enum_type
-
+def enum_types():
+    """RecBole's enum classes by name (for decoding configs)."""
     return {
         cls.__name__: cls
         for cls in vars(enum_type).values()
@@ -55,7 +57,8 @@ def _encode(value, where):
     )
 
 
-def _decode(value, enums):
+def decode_value(value, enums):
+    """The inverse of :func:`_encode` for one config value."""
     if isinstance(value, dict):
         if set(value) == {"__device__"}:
             device = torch.device(value["__device__"])
@@ -66,9 +69,9 @@ def _decode(value, enums):
             if value["__enum__"] not in enums:
                 raise CheckpointError(f"unknown enum {value['__enum__']} in checkpoint config")
             return enums[value["__enum__"]][value["name"]]
-        return {k: _decode(v, enums) for k, v in value.items()}
+        return {k: decode_value(v, enums) for k, v in value.items()}
     if isinstance(value, list):
-        return [_decode(v, enums) for v in value]
+        return [decode_value(v, enums) for v in value]
     return value
 
 
@@ -76,34 +79,6 @@ def encode_config(config):
     """A RecBole ``Config`` (or dict) as plain data."""
     items = config.final_config_dict if hasattr(config, "final_config_dict") else config
     return {key: _encode(value, key) for key, value in items.items()}
-
-
-def decode_config(data):
-    """A RecBole ``Config`` rebuilt from :func:`encode_config`'s output.
-
-    The config is not re-parsed (no command line, no yaml): it is exactly the
-    trained one, except that the device falls back to CPU where CUDA is missing
-    and the data path is looked up again when the saved one is gone.
-    """
-    from recbole.config import Config
-
-    from masan_recbole.registry import get_model, resolve_data_path
-
-    final = {k: _decode(v, _enum_types()) for k, v in data.items()}
-    config = Config.__new__(Config)
-    config._init_parameters_category()
-    config.yaml_loader = config._build_yaml_loader()
-    config.file_config_dict = config.variable_config_dict = config.cmd_config_dict = {}
-    config.external_config_dict = config.internal_config_dict = {}
-    config.model, config.dataset = final["model"], final["dataset"]
-    config.model_class = get_model(config.model)
-    # A checkpoint is loaded into one process, whatever wrote it.
-    final.update(single_spec=True, local_rank=0)
-    if not os.path.isdir(final["data_path"]):
-        root = os.path.dirname(os.path.normpath(final["data_path"]))
-        final["data_path"] = resolve_data_path(root, config.dataset)
-    config.final_config_dict = final
-    return config
 
 
 def plain_metrics(result):
@@ -176,19 +151,8 @@ def save_checkpoint(state, path):
     """Write ``state`` (a dict of tensors and plain data) to ``path`` atomically."""
     state = {"format": FORMAT, **state}
     _check_plain(state, "checkpoint")
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with write_atomic(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path, map_location="cpu"):

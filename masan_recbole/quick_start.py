@@ -10,7 +10,8 @@ from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import objective_function, run_recbole, run_recboles
 from recbole.utils import init_logger, init_seed
 
-from masan_recbole.checkpoint import decode_config, load_checkpoint
+from masan_recbole.checkpoint import load_checkpoint
+from masan_recbole.config import decode_config
 from masan_recbole.registry import get_model
 
 DEFAULT_MODEL = "MASAN"

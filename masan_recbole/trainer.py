@@ -1,4 +1,6 @@
-"""The plugin's trainer: RecBole's ``Trainer`` plus a learning-rate schedule.
+"""The plugin's trainer, and the checkpointing every RecBole trainer gets.
+
+:class:`Trainer` is RecBole's ``Trainer`` plus a learning-rate schedule.
 
 Config keys (defaults in ``configs/overall.yaml``):
 ``lr_scheduler`` (``~`` for none, or ``step``), ``lr_step_size`` (epochs between
@@ -9,6 +11,8 @@ epoch, is saved in checkpoints and restored on resume; the epoch log shows the r
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
+
+from masan_recbole import checkpoint
 
 SCHEDULERS = {
     "step": lambda optimizer, config: torch.optim.lr_scheduler.StepLR(
@@ -35,3 +39,103 @@ class Trainer(RecBoleTrainer):
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         output = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
         return output[:-1] + ", " + set_color("lr", "blue") + f": {self.epoch_lr:.3g}]"
+
+
+# ---------------------------------------------------------------------------
+# Safe checkpoints and exact resume, for every RecBole trainer. The patches
+# ``safe_checkpoints`` and ``exact_resume`` install these on RecBole's Trainer,
+# so RecBole's own models (LightSANs, RecBoleSASRec, ...) get them too.
+
+
+def name_run_file(original_init, trainer, config, model):
+    """RecBole's ``__init__``; the checkpoint file name gets a random run tag (:func:`checkpoint.run_file`)."""
+    original_init(trainer, config, model)
+    trainer.saved_model_file = checkpoint.run_file(trainer.saved_model_file, distributed=not config["single_spec"])
+
+
+def save_checkpoint(trainer, epoch, verbose=True, **kwargs):
+    """Everything resuming needs, as tensors and plain data, written atomically (rank 0 only)."""
+    config = trainer.config
+    if not config["single_spec"] and config["local_rank"] != 0:
+        return
+    path = kwargs.pop("saved_model_file", trainer.saved_model_file)
+    state = {
+        "config": checkpoint.encode_config(config),
+        "epoch": epoch,
+        "cur_step": trainer.cur_step,
+        "best_valid_score": float(trainer.best_valid_score),
+        "best_valid_result": checkpoint.plain_metrics(trainer.best_valid_result),
+        "state_dict": trainer.model.state_dict(),
+        "other_parameter": trainer.model.other_parameter(),
+        "optimizer": trainer.optimizer.state_dict(),
+    }
+    scheduler = getattr(trainer, "scheduler", None)
+    if scheduler is not None:
+        state["scheduler"] = scheduler.state_dict()
+    state["rng"] = checkpoint.rng_state(getattr(trainer, "train_generator", None))
+    checkpoint.save_checkpoint(state, path)
+    if verbose:
+        trainer.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+
+def resume_checkpoint(trainer, resume_file):
+    """Restore model, optimiser, scheduler, epoch, best score and (at ``fit``) every random state."""
+    resume_file = str(resume_file)
+    state = checkpoint.load_checkpoint(resume_file, map_location=trainer.device)
+    saved_model = state["config"].get("model")
+    if saved_model != trainer.config["model"]:
+        raise checkpoint.CheckpointError(
+            f"cannot resume {trainer.config['model']} from {resume_file}: it was written "
+            f"by model {saved_model}. Resume with --model={saved_model}."
+        )
+    trainer.saved_model_file = resume_file
+    trainer.start_epoch = state["epoch"] + 1
+    trainer.cur_step = state["cur_step"]
+    trainer.best_valid_score = state["best_valid_score"]
+    trainer.best_valid_result = state.get("best_valid_result")
+    trainer.model.load_state_dict(state["state_dict"])
+    trainer.model.load_other_parameter(state.get("other_parameter"))
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    scheduler = getattr(trainer, "scheduler", None)
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    trainer.resumed_from = resume_file
+    trainer.resumed_rng = state.get("rng")  # applied when fit() has the dataloader
+    trainer.logger.info(f"Checkpoint loaded. Resume training from epoch {trainer.start_epoch}")
+
+
+def fit_resuming(original_fit, trainer, train_data, *args, **kwargs):
+    """RecBole's ``fit``, resuming first when ``checkpoint_file`` is set (any entry point)."""
+    resume_from = trainer.config["checkpoint_file"]
+    if resume_from and getattr(trainer, "resumed_from", None) is None:
+        trainer.resume_checkpoint(resume_from)
+    trainer.train_generator = getattr(train_data, "generator", None)
+    if getattr(trainer, "resumed_rng", None):
+        # Training goes on exactly as if it had never stopped.
+        checkpoint.set_rng_state(trainer.resumed_rng, trainer.train_generator)
+    return original_fit(trainer, train_data, *args, **kwargs)
+
+
+def evaluate_from_checkpoint(original_evaluate, trainer, eval_data, load_best_model=True, model_file=None,
+                             show_progress=False):
+    """RecBole's ``evaluate``; the best model is read with ``weights_only=True``."""
+    if load_best_model and eval_data:
+        path = model_file or trainer.saved_model_file
+        if not trainer.config["single_spec"]:
+            torch.distributed.barrier()  # rank 0 may still be writing it
+        state = checkpoint.load_checkpoint(path, map_location=trainer.device)
+        trainer.model.load_state_dict(state["state_dict"])
+        trainer.model.load_other_parameter(state.get("other_parameter"))
+        trainer.logger.info(f"Loading model structure and parameters from {path}")
+    return original_evaluate(trainer, eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def check_nan(trainer, loss):
+    """RecBole's NaN check raised a bare "Training loss is nan"; this one names the fix."""
+    if torch.isnan(loss):
+        config = trainer.config
+        raise ValueError(
+            f"Training loss is NaN ({config['model']} on {config['dataset']}, "
+            f"learning_rate={config['learning_rate']}). Lower learning_rate, set "
+            "clip_grad_norm (e.g. {'max_norm': 5}) or check the input data for NaN values."
+        )

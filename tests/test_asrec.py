@@ -1,4 +1,4 @@
-"""ASRec: Fourier smoothing, the adaptive filter, parameter counts of MODELS.md §4,
+"""ASRec: Fourier smoothing, the adaptive filter, parameter counts of docs/models.md#asrec,
 batch-independent evaluation, the learning-rate schedule, real runs and the spectrum plot."""
 
 import math
@@ -14,13 +14,13 @@ from recbole.quick_start import run_recbole
 from recbole.utils import get_model, get_trainer, init_seed
 
 from masan_recbole.analysis import asrec_spectrum
-from masan_recbole.layers import AdaptiveHighFrequencyFilter, FourierSmoothing
+from masan_recbole.model.asrec.fourier import AdaptiveHighFrequencyFilter, FourierSmoothing
 
 # ---------------------------------------------------------------- Fourier smoothing (FSM)
 
 
 def direct_smoothing(fsm, x):
-    """MODELS.md §4 step 2 written out in float64: S_t = c Σ_{τ≤t} (1−a) a^{t−τ} X_τ, c = 1/√F."""
+    """docs/models.md#asrec step 2 written out in float64: S_t = c Σ_{τ≤t} (1−a) a^{t−τ} X_τ, c = 1/√F."""
     x = x.double()
     length = x.size(1)
     a = torch.sigmoid(fsm.smoothing_weight.detach().double())
@@ -162,7 +162,7 @@ def build(cfg):
     return config, model, train_data, valid_data, test_data
 
 
-# Parameters the reference creates but never lets change (MODELS.md §4 "dead params"),
+# Parameters the reference creates but never lets change (docs/models.md#asrec "dead params"),
 # which ASRec here does not create, by name and size.
 def reference_only_parameters(n_layers, d, h):
     return {
@@ -179,7 +179,7 @@ def reference_only_parameters(n_layers, d, h):
     (200, 64, 64, 1, 1_333_099),
 ])
 def test_parameter_counts_of_models_md(data_root, length, d, inner, heads, spec_count):
-    # MODELS.md §4 counts parameters besides the item table, including the reference's
+    # docs/models.md#asrec counts parameters besides the item table, including the reference's
     # unused ones; ours plus those (computed from their formula) must give it exactly.
     cfg = {"data_path": data_root, "state": "WARNING", "MAX_ITEM_LIST_LENGTH": length, "hidden_size": d,
            "inner_size": inner, "n_heads": heads, "n_layers": 2}
@@ -284,6 +284,7 @@ def test_asrec_defaults_use_the_step_schedule(data_root):
     assert config["loss_type"] == "CE" and config["A"] == 1.0 and config["hidden_size"] == 256
 
 
+@pytest.mark.slow
 def test_learning_rate_decays_during_a_run(asrec_config):
     # Two training epochs, no validation; the plugin trainer steps the schedule per epoch.
     cfg = dict(asrec_config, n_layers=1, epochs=2, eval_step=10, train_batch_size=1024, lr_step_size=1, lr_gamma=0.2)
@@ -309,6 +310,7 @@ def trained_asrec(asrec_config):
     return _TRAINED
 
 
+@pytest.mark.slow
 def test_short_run_beats_most_popular(trained_asrec):
     ours = trained_asrec["result"]
     pop = run_recbole(model="Pop", dataset="synth", config_dict=trained_asrec["cfg"])["test_result"]

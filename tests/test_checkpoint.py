@@ -28,6 +28,7 @@ class _RunsShell:
         return (os.system, (f"touch {self.marker}",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["SASRec", "RecBoleSASRec"])
 def test_trainer_checkpoints_load_with_weights_only(tiny_config, model):
     # Built-in RecBole models get the safe format too, once the plugin is imported.
@@ -97,6 +98,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     assert zipfile.is_zipfile(path)
 
 
+@pytest.mark.slow
 def test_resume_restores_training_state(tiny_config):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
@@ -117,6 +119,7 @@ def test_resume_restores_training_state(tiny_config):
     assert load_checkpoint(path)["epoch"] >= 1
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_models_checkpoint(tiny_config):
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation

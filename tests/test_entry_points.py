@@ -27,6 +27,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_run_recbole_cli_trains_and_tests(data_root, tmp_path):
     out = run([os.path.join(ROOT, "run_recbole.py"), "--model=SASRec", "--dataset=synth",
                f"--data_path={data_root}", *TINY], cwd=tmp_path)
@@ -38,6 +39,7 @@ def logged_test_metric(log, name="hit@10"):
     return float(re.search(rf"test result.*?'{name}'[,:] (?:np\.float64\()?([0-9.]+)", log).group(1))
 
 
+@pytest.mark.slow
 def test_run_recbole_cli_two_processes_on_cpu(data_root, tmp_path):
     args = [os.path.join(ROOT, "run_recbole.py"), "--model=SASRec", "--dataset=synth", f"--data_path={data_root}",
             *[a for a in TINY if not a.startswith("--epochs")], "--epochs=3"]
@@ -51,6 +53,7 @@ def test_run_recbole_cli_two_processes_on_cpu(data_root, tmp_path):
                f"load_data_and_model({str(tmp_path / 'saved' / ckpt)!r})"], cwd=tmp_path)
 
 
+@pytest.mark.slow
 def test_unknown_model_on_the_cli_lists_models(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "run_recbole.py"), "--model=NoSuchNet"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -58,6 +61,7 @@ def test_unknown_model_on_the_cli_lists_models(tmp_path):
     assert "Unknown model 'NoSuchNet'" in proc.stderr and "SASRec" in proc.stderr
 
 
+@pytest.mark.slow
 def test_run_hyper_cli_searches_with_hyperopt(data_root, tmp_path):
     params = tmp_path / "hyper.test"
     params.write_text("learning_rate choice [0.01,0.001]\n")
@@ -69,6 +73,7 @@ def test_run_hyper_cli_searches_with_hyperopt(data_root, tmp_path):
     assert "learning_rate:0.01" in text and "learning_rate:0.001" in text
 
 
+@pytest.mark.slow
 def test_a_users_script_outside_the_repo_on_ml100k(tmp_path):
     """The foundation's promise: import the plugin, call RecBole's own functions."""
     script = tmp_path / "my_experiment.py"

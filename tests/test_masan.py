@@ -1,4 +1,4 @@
-"""MASAN (MODELS.md §2): logged parameter counts, LightSANs parity, entmax properties, gradients,
+"""MASAN (docs/models.md#masan): logged parameter counts, LightSANs parity, entmax properties, gradients,
 a real training run against Pop, and the attention analysis script."""
 
 import glob
@@ -16,9 +16,9 @@ from recbole.quick_start import run_recbole
 from recbole.utils import init_seed
 
 from masan_recbole.analysis import masan_attention
-from masan_recbole.layers import AdaptiveEntmax
+from masan_recbole.model.masan.entmax_attention import AdaptiveEntmax
 from masan_recbole.model.masan import MASAN
-from masan_recbole.registry import CONFIG_DIR
+from masan_recbole.config import CONFIG_DIR
 
 DEFAULTS = {}
 for layer in ("overall.yaml", os.path.join("model", "MASAN.yaml")):  # the registry's layering
@@ -245,6 +245,7 @@ def test_global_preference_adds_the_mean_state():
     assert not torch.allclose(h_mean[1], 2 * h_plain[1], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_short_training_beats_popularity(tiny_config):
     cfg = {**tiny_config, "k_interests": 5}
     masan = run_recbole(model="MASAN", dataset="synth", config_dict=cfg, saved=False)["test_result"]
@@ -253,6 +254,7 @@ def test_short_training_beats_popularity(tiny_config):
     assert masan["mrr@10"] > pop["mrr@10"]
 
 
+@pytest.mark.slow
 def test_analysis_plots_a_trained_checkpoint(tiny_config, tmp_path):
     cfg = {**tiny_config, "epochs": 1, "k_interests": 5, "n_layers": 2}
     run_recbole(model="MASAN", dataset="synth", config_dict=cfg)

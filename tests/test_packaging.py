@@ -18,7 +18,7 @@ def test_every_subpackage_is_listed_for_the_wheel():
 
 
 def test_configs_are_found_by_the_package():
-    from masan_recbole.registry import CONFIG_DIR
+    from masan_recbole.config import CONFIG_DIR
 
     assert os.path.isfile(os.path.join(CONFIG_DIR, "model", "SASRec.yaml"))
     assert os.path.isfile(os.path.join(CONFIG_DIR, "overall.yaml"))

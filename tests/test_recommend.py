@@ -18,6 +18,7 @@ def trained(trained_sasrec):
     return trained_sasrec
 
 
+@pytest.mark.slow
 def test_top1_equals_argmax_of_full_sort_predict(trained):
     from recbole.data.interaction import Interaction
 
@@ -60,6 +61,7 @@ def test_unknown_ids_are_named(trained):
         rec.top_k(item_sequences=[["1", "x"]])
 
 
+@pytest.mark.slow
 def test_cli_writes_csv(trained, tmp_path):
     out = tmp_path / "top.csv"
     subprocess.run([sys.executable, "-m", "masan_recbole.recommend", "--checkpoint", trained, "--users", "1", "2",

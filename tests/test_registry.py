@@ -7,7 +7,8 @@ from recbole.utils import get_model, get_trainer
 
 import masan_recbole
 from masan_recbole.model.sasrec import SASRec
-from masan_recbole.registry import model_yaml, register_model
+from masan_recbole.config import model_yaml
+from masan_recbole.registry import register_model
 from masan_recbole.trainer import Trainer
 
 
@@ -70,6 +71,7 @@ def test_wrong_config_types_are_named(tiny_config, key, value, expected):
         Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, **{key: value}))
 
 
+@pytest.mark.slow
 def test_a_registered_model_gets_its_own_trainer_and_aliases(tiny_config):
     from recbole.quick_start import run_recbole
 
@@ -89,4 +91,5 @@ def test_a_registered_model_gets_its_own_trainer_and_aliases(tiny_config):
     # no configs/model/Tiny-SASRec.yaml exists: the user passes the settings
     result = run_recbole(model="TinySASRec", dataset="synth", config_file_list=[model_yaml("SASRec")],
                          config_dict=dict(tiny_config, epochs=1))
-    assert CountingTrainer.fitted == 1 and result["test_result"]["hit@10"] >= 0
+    assert CountingTrainer.fitted == 1
+    assert result["test_result"].keys() >= {"hit@10", "ndcg@10"}  # tested through the registered model

@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = """
 import json, sys
@@ -28,6 +30,7 @@ def result_of(proc):
     return json.loads(out.split("RESULT", 1)[1])
 
 
+@pytest.mark.slow
 def test_sigkill_after_an_epoch_then_resume_matches_uninterrupted(tiny_config, tmp_path):
     # The step schedule makes the scheduler state matter too.
     config = dict(tiny_config, epochs=4, state="INFO", lr_scheduler="step", lr_step_size=1, lr_gamma=0.5,

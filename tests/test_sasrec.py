@@ -41,7 +41,7 @@ def test_parameter_count_matches_the_formula(built):
 
 
 def test_default_configuration_has_the_specified_size(data_root):
-    # MODELS.md §1: d 64, inner 256, 2 layers, L 50 -> 103,296 parameters besides the item table.
+    # docs/models.md#sasrec: d 64, inner 256, 2 layers, L 50 -> 103,296 parameters besides the item table.
     config = Config(model="SASRec", dataset="synth", config_dict={"data_path": data_root, "state": "WARNING",
                                                                  "MAX_ITEM_LIST_LENGTH": 50})
     dataset = create_dataset(config)
@@ -56,7 +56,8 @@ def test_future_items_do_not_change_earlier_states(built):
     changed = seq.clone()
     changed[:, t + 1:] = torch.randint(1, ours.n_items, changed[:, t + 1:].shape)
     with torch.no_grad():
-        before, after = ours.encode(seq), ours.encode(changed)
+        length = batch["item_length"]
+        before, after = ours.encode(seq, length), ours.encode(changed, length)
     assert torch.allclose(before[:, : t + 1], after[:, : t + 1], atol=1e-6)
     assert not torch.allclose(before[:, t + 1:], after[:, t + 1:])
 
@@ -81,6 +82,7 @@ def test_untrained_ce_is_uniform(built):
     assert loss.item() == pytest.approx(math.log(ours.n_items), rel=0.02)
 
 
+@pytest.mark.slow
 def test_training_beats_popularity_and_bpr_trains(tiny_config):
     cfg = dict(tiny_config, epochs=5)
     pop = run_recbole(model="Pop", dataset="synth", config_dict=dict(cfg))["test_result"]

@@ -242,6 +242,7 @@ def test_recbole_splits_leave_one_out_and_filters_nothing(tmp_path, name, filena
     # the README gives users and interactions of the gap-free version; 3,416 items = all of SASRec's ml-1m
     ("ml-1m-gsasrec", "ml-1m", 6_040, 3_416, 987_531),
 ])
+@pytest.mark.slow
 def test_shared_files_match_their_readmes(tmp_path, name, folder, users, items, interactions):
     stats = convert(name, os.path.join(SHARED, folder), str(tmp_path))
     assert (stats["users"], stats["items"], stats["interactions"]) == (users, items, interactions)

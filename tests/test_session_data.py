@@ -109,6 +109,7 @@ def test_errors_name_the_problem(tmp_path):
         convert("tmall", write_srgnn(str(tmp_path / "src")), str(tmp_path / "out"), valid_fraction=1.0)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path, capsys):
     assert main(["list"]) == 0
     listed = capsys.readouterr().out.split("\n")
@@ -226,6 +227,7 @@ def test_raw_diginetica_excerpt(tmp_path):
     ("tmall", "tmall", 351_268, 25_898, 1_027, 40_727),
     ("nowplaying", "nowplaying", 825_304, 89_824, 14_479, 60_416),
 ])
+@pytest.mark.slow
 def test_shared_benchmarks_match_their_readmes(tmp_path, name, folder, train_pairs, test_pairs, test_sessions, items):
     stats = convert(name, os.path.join(SHARED, folder), str(tmp_path))
     assert stats["train_pairs"] + stats["valid_pairs"] == train_pairs
@@ -234,6 +236,7 @@ def test_shared_benchmarks_match_their_readmes(tmp_path, name, folder, train_pai
     assert stats["valid_sessions"] == round(0.1 * n_sessions)
 
 
+@pytest.mark.slow
 @needs_shared
 def test_a_slice_of_real_diginetica_trains_sr_san(tmp_path):
     train, (prefixes, targets), _ = sessions.read_srgnn(os.path.join(SHARED, "diginetica"))

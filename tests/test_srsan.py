@@ -54,7 +54,7 @@ def n_parameters(module):
 
 
 def test_parameter_counts_of_the_reference(session_root):
-    # MODELS.md §3: 4d²+4d + 2d·ff+ff+d + 4d per layer; the item table N·d (pad row included).
+    # docs/models.md#sr-san: 4d²+4d + 2d·ff+ff+d + 4d per layer; the item table N·d (pad row included).
     cfg = dict(hidden_size=96, inner_size=384)
     model = build(session_root, n_items=43_098, **cfg)
     assert n_parameters(model.encoder.layers[0]) == 111_840
@@ -125,6 +125,7 @@ def test_dedup_items_is_the_reference_node_set(session_root):
     assert not torch.allclose(states(plain, rows[:1]), got[:1], atol=1e-3)  # duplicates count without dedup
 
 
+@pytest.mark.slow
 def test_training_beats_the_most_popular_ranking(session_root):
     # RecBole's Pop ranks per *user*: on these files every session id becomes one user whose test
     # pairs are pooled into one positive set, so its numbers do not compare. Popularity is scored

@@ -40,11 +40,12 @@ def mean_spectrum(states, item_seq):
 @torch.no_grad()
 def spectra(model, item_seq):
     model.eval()
+    item_seq_len = (item_seq != 0).sum(1)
     embedded = model.embed(item_seq)
     return {
         "embeddings": mean_spectrum(embedded, item_seq),
         "smoothed (input of the hybrid layers)": mean_spectrum(model.fourier_smoothing(embedded), item_seq),
-        "output of the hybrid layers": mean_spectrum(model.encode(item_seq), item_seq),
+        "output of the hybrid layers": mean_spectrum(model.encode(item_seq, item_seq_len), item_seq),
     }
 
 

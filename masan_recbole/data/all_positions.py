@@ -13,8 +13,7 @@ window takes the loss only for the targets past the previous window's end, so ev
 target counts exactly once and sees at least L-S+1 items of context (RecBole: L).
 S = 1 reproduces RecBole's pairs exactly; larger S costs fewer windows but trains the
 last position (the one validation and test read for a long user) less often. The default
-S = L/10 keeps ml-100k and LastFM at RecBole's converged accuracy (README, "Fast training
-vs RecBole's SASRec"); L/2 was measurably worse on both.
+S = L/10 keeps ml-100k and LastFM at RecBole's converged accuracy (docs/benchmarks.md, "Fast training vs RecBole's SASRec"); L/2 was measurably worse on both.
 """
 
 import numpy as np
@@ -22,12 +21,10 @@ import torch
 from recbole.data import utils as data_utils
 from recbole.data.interaction import Interaction
 
+from masan_recbole.model.base import targets_field
+from masan_recbole.registry import get_model, plugin_models
+
 TRAIN_MODES = ("prefix", "all_positions")
-
-
-def targets_field(config):
-    """Name of the [R,L] target field of all-position batches."""
-    return config["ITEM_ID_FIELD"] + "_targets"
 
 
 def windows(n_targets, length, stride):
@@ -117,8 +114,6 @@ def all_positions_train_set(train_dataset, config):
 
 def check_train_mode(config):
     """Refuse what all-position training can't do, with the fix."""
-    from masan_recbole.registry import get_model, plugin_models
-
     mode = config["train_mode"] or "prefix"  # None: a model outside the plugin's config layers
     if mode not in TRAIN_MODES:
         raise ValueError(f"train_mode '{mode}' is not one of {list(TRAIN_MODES)}")
@@ -145,24 +140,12 @@ def check_train_mode(config):
     window_stride(config)
 
 
-_recbole_data_preparation = data_utils.data_preparation
-
-
-def data_preparation(config, dataset):
+def data_preparation(original, config, dataset):
     """RecBole's ``data_preparation``; with ``train_mode: all_positions`` the training
     loader iterates over windows (:func:`all_positions_train_set`) instead of prefixes."""
     check_train_mode(config)
-    train_data, valid_data, test_data = _recbole_data_preparation(config, dataset)
+    train_data, valid_data, test_data = original(config, dataset)
     if config["train_mode"] == "all_positions":
         train_set = all_positions_train_set(train_data._dataset, config)
         train_data = data_utils.get_dataloader(config, "train")(config, train_set, None, shuffle=config["shuffle"])
     return train_data, valid_data, test_data
-
-
-def install():
-    """Make every RecBole entry point use :func:`data_preparation` (idempotent)."""
-    import recbole.data
-    from recbole.quick_start import quick_start
-
-    for module in (recbole.data, data_utils, quick_start):
-        module.data_preparation = data_preparation

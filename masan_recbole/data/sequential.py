@@ -18,6 +18,8 @@ is done by RecBole.
 
 import os
 
+from masan_recbole.files import write_atomic
+
 HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
 GSASREC_NOTE = ("NOT the standard SASRec ml-1m: each user's sequence without its last 2 items "
                 "(the gap-free part of the gSASRec split); label results as such")
@@ -121,18 +123,11 @@ def read_gsasrec_ml1m(split_folder):
 
 def write_inter(folder, name, sequences):
     """Write ``<folder>/<name>.inter`` atomically (temp file + rename); return the counts."""
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f"{name}.inter")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            f.write(HEADER)
-            for user, items in sequences.items():
-                f.writelines(f"{user}\t{item}\t{position}\n" for position, item in enumerate(items, start=1))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with write_atomic(path) as f:
+        f.write(HEADER)
+        for user, items in sequences.items():
+            f.writelines(f"{user}\t{item}\t{position}\n" for position, item in enumerate(items, start=1))
     return {"users": len(sequences), "items": len({i for s in sequences.values() for i in s}),
             "interactions": sum(map(len, sequences.values()))}
 

@@ -25,6 +25,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from masan_recbole.files import write_atomic
+
 HEADER = "session_id:token\titem_id_list:token_seq\titem_id:token\n"
 DAY = 86400
 
@@ -227,11 +229,9 @@ def keep_recent_pairs(sessions, divisor):
 
 
 def _write(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with write_atomic(path) as f:
         f.write(HEADER)
         f.writelines(f"{sid}\t{' '.join(map(str, prefix))}\t{target}\n" for sid, prefix, target in rows)
-    os.replace(tmp, path)
 
 
 def _session_rows(sessions, first_id):

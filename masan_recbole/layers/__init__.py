@@ -1,15 +1,5 @@
-"""Reusable layers of the plugin's models."""
+"""Layers that more than one model uses; a model's own layers live next to it in ``model/``."""
 
-from masan_recbole.layers.entmax_attention import (
-    AdaptiveEntmax,
-    AdaptiveLowRankAttention,
-    AdaptiveLowRankEncoder,
-    AdaptiveLowRankLayer,
-    masked_mean,
-)
-from masan_recbole.layers.fourier import AdaptiveHighFrequencyFilter, FourierSmoothing
-from masan_recbole.layers.hybrid import GatedMultiScaleAttention, HybridAttentionLayer
-from masan_recbole.layers.interest import DecoupledPositionAttention, ItemToInterestAggregation
 from masan_recbole.layers.transformer import (
     FeedForward,
     MultiHeadAttention,
@@ -21,22 +11,11 @@ from masan_recbole.layers.transformer import (
 )
 
 __all__ = [
-    "AdaptiveEntmax",
-    "AdaptiveHighFrequencyFilter",
-    "AdaptiveLowRankAttention",
-    "AdaptiveLowRankEncoder",
-    "AdaptiveLowRankLayer",
-    "DecoupledPositionAttention",
     "FeedForward",
-    "FourierSmoothing",
-    "GatedMultiScaleAttention",
-    "HybridAttentionLayer",
-    "ItemToInterestAggregation",
     "MultiHeadAttention",
     "TransformerEncoder",
     "TransformerLayer",
     "activation",
     "causal_padding_mask",
-    "masked_mean",
     "padding_mask",
 ]

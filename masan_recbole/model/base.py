@@ -10,22 +10,26 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
 
-from masan_recbole.data.all_positions import targets_field
-
 LOSSES = ("CE", "BPR", "SSM")
 SSM_SAMPLERS = ("uniform", "in_batch")
 PRECISIONS = ("auto", "bf16", "off")
 SSM_CORRECTION = "-log(K q) on negatives"  # the logQ correction of sampled_softmax, named in result files
 
 
+def targets_field(config):
+    """Name of the [B,L] field of all-position batches: the next item at every position, 0 = no loss."""
+    return config["ITEM_ID_FIELD"] + "_targets"
+
+
 class ItemScoringRecommender(SequentialRecommender):
     """A sequential model whose ``forward`` gives one state per sequence [B,d],
     scored against ``self.item_embedding`` (the input table, shared).
 
-    Subclasses build ``self.item_embedding`` (usually through :meth:`init_input`) and
-    ``forward(item_seq, item_seq_len)``. Causal ones (output at position t depends only
-    on items <= t) set ``causal = True`` and define ``encode(item_seq)`` -> [B,L,d],
-    which lets them train with ``train_mode: all_positions``.
+    The contract: a subclass builds ``self.item_embedding`` (usually through
+    :meth:`init_input`) and ``encode(item_seq, item_seq_len)`` -> [B,L,d], the state at
+    every position; ``forward`` reads the last valid one (override it where the sequence
+    state is something else). Causal models (the state at t depends only on items <= t)
+    set ``causal = True``, which lets them train with ``train_mode: all_positions``.
 
     Config keys (defaults in ``configs/overall.yaml``): ``loss_type`` CE | BPR | SSM;
     ``ssm_num_negatives``, ``ssm_sampler`` (uniform | in_batch); ``mixed_precision``
@@ -46,9 +50,20 @@ class ItemScoringRecommender(SequentialRecommender):
             self.init_sampled_softmax(config, dataset)
         self.autocast_dtype = self.pick_precision(config)
         if config["compile"]:
-            self.forward = torch.compile(self.forward)
-            if self.causal:
-                self.encode = torch.compile(self.encode)
+            self.encode = torch.compile(self.encode)
+
+    def encode(self, item_seq, item_seq_len):
+        """States at every position [B,L,d] of item_seq [B,L] (0 = padding)."""
+        raise NotImplementedError(f"{type(self).__name__} must define encode(item_seq, item_seq_len)")
+
+    def padding_dependence(self):
+        """None when a sequence's scores do not depend on the padding after it, so a batch
+        may be cut to its longest sequence (``length_bucketing``); otherwise why they do."""
+        return None
+
+    def forward(self, item_seq, item_seq_len):
+        """The sequence state [B,d]: the encoded last valid position."""
+        return self.gather_indexes(self.encode(item_seq, item_seq_len), item_seq_len - 1)
 
     def init_input(self, config, position_rows=None):
         """The item table (shared with the output), a position table of ``position_rows``
@@ -114,7 +129,8 @@ class ItemScoringRecommender(SequentialRecommender):
             if self.TARGETS in interaction:  # all_positions: the next item at every position, 0 = none
                 targets = interaction[self.TARGETS]  # [B,L]
                 counted = targets > 0
-                states, pos_items, neg_items = self.encode(item_seq)[counted], targets[counted], None  # [P,d]
+                states = self.encode(item_seq, interaction[self.ITEM_SEQ_LEN])[counted]  # [P,d]
+                pos_items, neg_items = targets[counted], None
             else:
                 states = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B,d]
                 pos_items = interaction[self.POS_ITEM_ID]

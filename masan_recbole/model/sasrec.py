@@ -30,9 +30,6 @@ class SASRec(ItemScoringRecommender):
         )
         self.apply(self.init_weights)
 
-    def encode(self, item_seq):
+    def encode(self, item_seq, item_seq_len):
         """States at every position [B,L,d]; position t sees items 0..t only."""
         return self.trm_encoder(self.embed(item_seq), causal_padding_mask(item_seq))
-
-    def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)  # [B,d]

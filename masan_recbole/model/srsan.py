@@ -68,13 +68,16 @@ class SRSAN(ItemScoringRecommender):
         else:
             raise ValueError(f"init_mode '{self.init_mode}' is not one of ['normal', 'uniform']")
 
-    def forward(self, item_seq, item_seq_len):
-        # The files pad every row to the longest session; without positions, columns past the
-        # batch's longest session only cost time (masked, or absent in the reference's batches).
+    def encode(self, item_seq, item_seq_len):
+        """States of the clicks [B,L',d], L' = the batch's longest session: the files pad every
+        row to the longest session of all, and without positions the columns past the batch's
+        longest only cost time (masked, or absent in the reference's batches)."""
         item_seq = item_seq[:, : int(item_seq_len.max())]
-        last = item_seq_len - 1
-        if self.dedup_items:
-            item_seq, last = node_set(item_seq, item_seq_len)
         pad = item_seq == 0 if self.use_padding_mask else None  # True = ignored key
-        states = self.encoder(self.item_embedding(item_seq), src_key_padding_mask=pad)  # [B,L,d]
-        return self.gather_indexes(states, last)  # [B,d]
+        return self.encoder(self.item_embedding(item_seq), src_key_padding_mask=pad)  # [B,L',d]
+
+    def forward(self, item_seq, item_seq_len):
+        if not self.dedup_items:
+            return super().forward(item_seq, item_seq_len)
+        nodes, last = node_set(item_seq, item_seq_len)  # [B,M], [B]
+        return self.gather_indexes(self.encode(nodes, (nodes != 0).sum(1)), last)  # [B,d]

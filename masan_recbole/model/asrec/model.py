@@ -8,7 +8,7 @@ self-attention with a gated, multi-scale, de-smoothing branch
 (padding masked only), as in the reference. The last valid position scores every
 item (CE, the reference's loss) or a sampled negative (BPR, our addition).
 
-Differences from the reference (MODELS.md §4): its never-used parameters (SAMM
+Differences from the reference (docs/models.md#asrec): its never-used parameters (SAMM
 ``head_weights``, the FSM's and the layer's LayerNorms) are not created; the AHFF
 threshold quantile is a config constant (``ahff_quantile``), not a parameter that
 never receives a gradient; the AHFF threshold is per sequence by default
@@ -17,7 +17,9 @@ never receives a gradient; the AHFF threshold is per sequence by default
 
 from torch import nn
 
-from masan_recbole.layers import FourierSmoothing, HybridAttentionLayer, padding_mask
+from masan_recbole.layers import padding_mask
+from masan_recbole.model.asrec.fourier import FourierSmoothing
+from masan_recbole.model.asrec.hybrid import HybridAttentionLayer
 from masan_recbole.model.base import ItemScoringRecommender
 
 
@@ -49,13 +51,14 @@ class ASRec(ItemScoringRecommender):
         # scalars and gate, the FSM parameters and v₃ keep their own init.
         self.apply(self.init_weights)
 
-    def encode(self, item_seq):
+    def padding_dependence(self):
+        return ("its multi-scale convolutions take the L positions as channels and its adaptive filter "
+                "thresholds the spectrum of the whole padded window, so every output depends on L")
+
+    def encode(self, item_seq, item_seq_len):
         """Output of the last hybrid layer [B,L,d]."""
         x = self.fourier_smoothing(self.embed(item_seq))
         mask = padding_mask(item_seq)  # bidirectional: every position sees every item
         for layer in self.layers:
             x = layer(x, mask)
         return x
-
-    def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)  # [B,d]

@@ -14,8 +14,8 @@ import torch
 from entmax import entmax15, entmax_bisect, sparsemax
 from torch import nn
 
-from masan_recbole.layers.interest import DecoupledPositionAttention, ItemToInterestAggregation
-from masan_recbole.layers.transformer import FeedForward
+from masan_recbole.layers import FeedForward
+from masan_recbole.model.masan.interest import DecoupledPositionAttention, ItemToInterestAggregation
 
 # Score given to padding positions when they are masked: RecBole's mask value. It
 # yields exact zeros under softmax (exp underflows in float32) and every entmax.

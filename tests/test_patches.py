@@ -1,5 +1,5 @@
-"""Each RecBole-on-today's-stack fix in masan_recbole.compat, driven through RecBole itself.
-Every test here fails when its fix is removed."""
+"""The patch layer: its inventory, and each patch driven through RecBole itself.
+Every test here fails when the patch it covers is removed."""
 
 import os
 import subprocess
@@ -11,6 +11,9 @@ import pytest
 import torch
 from recbole.config import Config
 from recbole.data import create_dataset
+
+from masan_recbole import patches
+from masan_recbole.patches.tools import patched_by
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,6 +36,7 @@ def test_numpy_aliases_let_config_and_metrics_run(tiny_config):
     assert ranks.tolist() == [[0.0, 0.5, 0.5]]
 
 
+@pytest.mark.slow
 def test_load_data_and_model_evaluates_in_a_fresh_process(tiny_config, tmp_path):
     # The rebuilt config never runs Config.__init__, so only the import-time aliases
     # make RecBole's evaluator work there.
@@ -88,11 +92,11 @@ def test_missing_values_are_filled_and_sequences_kept(tmp_path):
 def test_pandas_3_is_refused_with_the_reason(monkeypatch):
     import pandas
 
-    from masan_recbole import compat
+    from masan_recbole.patches import platform
 
     monkeypatch.setattr(pandas, "__version__", "3.1.1")
     with pytest.raises(ImportError, match=r"silently corrupts data.*pandas>=2,<3"):
-        compat.pandas_below_3()
+        platform.pandas_below_3()
 
 
 def test_exhaustive_hyper_search_runs_on_current_hyperopt(tmp_path):
@@ -138,6 +142,7 @@ def test_directories_are_created_without_a_race(tmp_path, monkeypatch):
     assert target.is_dir()
 
 
+@pytest.mark.slow
 def test_recbole_quick_start_imports_without_ray(tmp_path):
     out = run_python("""
         import sys
@@ -197,3 +202,65 @@ def test_malformed_atomic_files_are_rejected_clearly(tmp_path, tiny_config, head
     config = Config(model="SASRec", dataset="bad", config_dict=dict(tiny_config, data_path=str(tmp_path)))
     with pytest.raises(AtomicFileError, match=message):
         create_dataset(config)
+
+
+def test_every_patch_is_applied_once_and_names_a_test_that_exists():
+    assert patches.applied() == tuple(p.name for p in patches.INVENTORY)
+    assert len({p.name for p in patches.INVENTORY}) == len(patches.INVENTORY)
+    for patch in patches.INVENTORY:
+        path, test = patch.test.split("::")
+        with open(os.path.join(ROOT, path)) as f:
+            assert f"def {test}(" in f.read(), f"{patch.name}: {patch.test} does not exist"
+        assert patch.why and patch.remove_when and patch.target
+
+
+def test_patches_wrap_and_keep_the_original_reachable():
+    from recbole.config import Config
+    from recbole.trainer import Trainer
+
+    import recbole.quick_start
+
+    original_fit = Trainer.fit.__wrapped__
+    assert patched_by(Trainer, "fit") == "exact_resume"
+    assert original_fit.__module__ == "recbole.trainer.trainer"
+    assert patched_by(Config, "_load_internal_config_dict") == "config_layers"
+    assert patched_by(recbole.quick_start, "load_data_and_model") == "safe_checkpoints"
+    patches.apply()  # a second time changes nothing
+    assert Trainer.fit.__wrapped__ is original_fit
+
+
+@pytest.mark.slow
+def test_patch_inventory_prints_as_one_command(tmp_path):
+    out = run_python("import runpy; runpy.run_module('masan_recbole.patches', run_name='__main__')", cwd=tmp_path)
+    for patch in patches.INVENTORY:
+        assert f"| {patch.name} | yes |" in out and patch.test in out
+
+
+def test_an_unsupported_recbole_version_stops_with_the_reason(monkeypatch):
+    import recbole
+
+    monkeypatch.setattr(recbole, "__version__", "1.3.0")
+    with pytest.raises(ImportError, match=r"supports RecBole 1.2.1, but RecBole 1.3.0 .*recbole==1.2.1"):
+        patches.check_recbole_version()
+
+
+@pytest.mark.slow
+def test_known_warnings_are_hidden_and_others_shown(tmp_path):
+    # -W always would show every warning; the patch's filters must still hide RecBole's own.
+    proc = subprocess.run([sys.executable, "-W", "always", "-c", textwrap.dedent("""
+        import warnings
+        import masan_recbole
+        warnings.warn_explicit("recbole deprecation", FutureWarning, "dataset.py", 1, module="recbole.data.dataset")
+        warnings.warn_explicit("user code warning", FutureWarning, "mine.py", 1, module="mine")
+    """)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "user code warning" in proc.stderr
+    assert "recbole deprecation" not in proc.stderr and "pkg_resources" not in proc.stderr
+
+
+def test_all_positions_reaches_recboles_data_preparation(tiny_config):
+    from recbole.data import data_preparation
+
+    config = Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, train_mode="all_positions"))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    assert "item_id_targets" in train_data._dataset.inter_feat

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masan_recbole.layers.fourier import AdaptiveHighFrequencyFilter
-from masan_recbole.layers.transformer import FeedForward, MultiHeadAttention
+from masan_recbole.layers import FeedForward, MultiHeadAttention
+from masan_recbole.model.asrec.fourier import AdaptiveHighFrequencyFilter
 
 
 class GatedMultiScaleAttention(nn.Module):

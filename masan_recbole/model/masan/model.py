@@ -1,4 +1,4 @@
-"""MASAN: multi-interest aware adaptive self-attention (reconstructed, MODELS.md §2).
+"""MASAN: multi-interest aware adaptive self-attention (reconstructed, docs/models.md#masan).
 
 LightSANs (items attend to k pooled interests, decoupled position attention, no
 positions in the item stream) whose softmax over the attention scores becomes
@@ -11,8 +11,8 @@ RecBole's ``LightSANs``' logits.
 
 import torch
 
-from masan_recbole.layers import AdaptiveEntmax, AdaptiveLowRankEncoder, masked_mean
 from masan_recbole.model.base import ItemScoringRecommender
+from masan_recbole.model.masan.entmax_attention import AdaptiveEntmax, AdaptiveLowRankEncoder, masked_mean
 
 GLOBAL_PREFS = ("none", "mean_add")
 
@@ -22,6 +22,7 @@ class MASAN(ItemScoringRecommender):
         super().__init__(config, dataset)
         d = config["hidden_size"]
         self.global_pref = config["global_pref"]
+        self.attn_padding_mask = config["attn_padding_mask"]
         if self.global_pref not in GLOBAL_PREFS:
             raise ValueError(f"global_pref '{self.global_pref}' is not one of {list(GLOBAL_PREFS)}")
         # The logged counts need L+1 position rows; only the first L are ever looked up.
@@ -50,7 +51,17 @@ class MASAN(ItemScoringRecommender):
         )
         self.apply(self.init_weights)
 
+    def padding_dependence(self):
+        if self.attn_padding_mask:
+            return None
+        return ("with attn_padding_mask: false the interests pool the padding positions too "
+                "(LightSANs' behaviour); set attn_padding_mask: true")
+
     def encode(self, item_seq, item_seq_len):
+        """States at every position [B,L,d]."""
+        return self.encode_with_stats(item_seq, item_seq_len)[0]
+
+    def encode_with_stats(self, item_seq, item_seq_len):
         """States at every position [B,L,d], valid positions [B,L], and each layer's (Π, α)."""
         length = item_seq.size(1)
         valid = torch.arange(length, device=item_seq.device) < item_seq_len[:, None]  # [B,L]
@@ -59,7 +70,7 @@ class MASAN(ItemScoringRecommender):
         return states, valid, stats
 
     def forward(self, item_seq, item_seq_len):
-        states, valid, _ = self.encode(item_seq, item_seq_len)
+        states, valid, _ = self.encode_with_stats(item_seq, item_seq_len)
         output = self.gather_indexes(states, item_seq_len - 1)  # [B,d]
         if self.global_pref == "mean_add":
             output = output + masked_mean(states, valid)
@@ -75,5 +86,5 @@ class MASAN(ItemScoringRecommender):
 
         Runs in the model's current mode; call ``eval()`` first for deterministic weights.
         """
-        _, _, stats = self.encode(item_seq, item_seq_len)
+        _, _, stats = self.encode_with_stats(item_seq, item_seq_len)
         return [{"alpha": alpha.flatten(1), "weights": probs} for probs, alpha in stats]

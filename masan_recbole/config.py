@@ -1,0 +1,209 @@
+"""The plugin's side of RecBole's ``Config``: YAML defaults, checks, dataset lookup, device.
+
+The patches ``config_layers``, ``config_defaults`` and ``device_selection``
+(:mod:`masan_recbole.patches`) route RecBole's ``Config`` through the functions here:
+
+* :func:`load_internal_config` layers ``configs/overall.yaml``, ``configs/model/<Name>.yaml``,
+  ``configs/dataset/<dataset>.yaml`` and ``configs/model/<Name>/<dataset>.yaml`` into
+  RecBole's *internal* defaults, so the user's files, dicts and command line still win;
+* :func:`set_default_parameters` checks the types of numeric and boolean keys, defaults
+  negative sampling to what the loss needs, looks datasets up in ``<data_path>/<name>/``
+  and then in the recbole wheel's example data (ml-100k), and loads the time column that
+  time-ordered splits sort by;
+* :func:`init_device` honours ``device`` and runs multi-process training on CPU (gloo);
+* :func:`decode_config` rebuilds a ``Config`` from a checkpoint's plain data.
+"""
+
+import os
+
+import recbole
+import torch
+from recbole.config import Config
+from recbole.utils import ModelType
+
+from masan_recbole.checkpoint import decode_value, enum_types
+from masan_recbole.registry import builtin_name, canonical_name, get_model, is_plugin_model
+
+
+def _find_configs():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
+        if os.path.isdir(os.path.join(candidate, "model")):
+            return candidate
+    raise RuntimeError(f"masan_recbole: configs/ not found next to {here}; reinstall the package")
+
+
+CONFIG_DIR = _find_configs()
+WHEEL_DATASETS = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
+
+
+def model_yaml(name):
+    """The plugin's default file for model ``name``, or None."""
+    path = os.path.join(CONFIG_DIR, "model", f"{canonical_name(name)}.yaml")
+    return path if os.path.isfile(path) else None
+
+
+def resolve_data_path(root, dataset):
+    """Folder of ``dataset``: ``<root>/<dataset>`` if present, else the wheel's copy (ml-100k)."""
+    local = os.path.join(root, dataset)
+    if os.path.isdir(local):
+        return local
+    wheel = os.path.join(WHEEL_DATASETS, dataset)
+    return wheel if os.path.isdir(wheel) else local
+
+
+def yaml_layers(model, dataset):
+    """Default files, lowest priority first; plugin-wide and model files only for plugin models."""
+    dataset_yaml = os.path.join(CONFIG_DIR, "dataset", f"{dataset}.yaml")
+    if not is_plugin_model(model):
+        return [dataset_yaml]
+    name = canonical_name(model)
+    return [
+        os.path.join(CONFIG_DIR, "overall.yaml"),
+        os.path.join(CONFIG_DIR, "model", f"{name}.yaml"),
+        dataset_yaml,
+        os.path.join(CONFIG_DIR, "model", name, f"{dataset}.yaml"),
+    ]
+
+
+def load_internal_config(original, config, model, model_class, dataset):
+    """RecBole's internal defaults, then the plugin's YAML layers on top (see module doc)."""
+    # A shadowed built-in keeps RecBole's own defaults (properties/model/<name>.yaml).
+    original(config, builtin_name(model) or model, model_class, dataset)
+    for path in yaml_layers(model, dataset):
+        if os.path.isfile(path):
+            config._update_internal_config_dict(path)
+
+
+def check_types(config):
+    """Numeric and boolean keys set by the user must keep their default's type."""
+    for key, value in config.external_config_dict.items():
+        default = config.internal_config_dict.get(key)
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool):
+            ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+        else:
+            continue
+        if not ok:
+            raise TypeError(
+                f"config key '{key}' must be {expected} (default {default!r}), "
+                f"got {value!r} ({type(value).__name__}). Fix it in your config file, "
+                f"config_dict or command line (e.g. --{key}={default!r})."
+            )
+
+
+def default_negatives(config):
+    """RecBole 1.2.1 insists on negatives being off for CE and leaves them to the user for BPR;
+    default both where the user is silent. SSM and all-position training draw theirs in the model."""
+    cfg, user = config.final_config_dict, config.external_config_dict
+    if config.model_class.type != ModelType.SEQUENTIAL or "train_neg_sample_args" in user:
+        return
+    if cfg.get("loss_type") in ("CE", "SSM") or cfg.get("train_mode") == "all_positions":
+        cfg["train_neg_sample_args"] = None
+    elif cfg.get("loss_type") == "BPR" and cfg.get("train_neg_sample_args") is None:
+        cfg["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
+
+
+def load_time_field_for_ordering(config):
+    """Time-ordered splits need the time column: RecBole's generic default
+    ``load_col`` (user and item only) fails later with "[timestamp] is not exist"."""
+    cfg = config.final_config_dict
+    load_col, time_field = cfg.get("load_col"), cfg.get("TIME_FIELD")
+    if cfg["eval_args"].get("order") != "TO" or not time_field or not load_col or "inter" not in load_col:
+        return
+    if time_field in load_col["inter"] or cfg.get("benchmark_filename"):
+        return
+    if "load_col" in config.external_config_dict:
+        raise ValueError(
+            f"eval_args order 'TO' sorts by {time_field!r}, but load_col['inter'] = {load_col['inter']} "
+            f"does not load it: add {time_field!r} to load_col['inter'], or set TIME_FIELD."
+        )
+    cfg["load_col"] = {**load_col, "inter": [*load_col["inter"], time_field]}
+
+
+def set_default_parameters(original, config):
+    """RecBole's derived defaults, with the plugin's checks and defaults around them."""
+    check_types(config)
+    root = config.final_config_dict["data_path"]
+    default_negatives(config)
+    original(config)
+    config.final_config_dict["data_path"] = resolve_data_path(root, config.dataset)
+    load_time_field_for_ordering(config)
+
+
+def init_device(config):
+    """RecBole's ``_init_device`` without its two faults: it ignored ``device`` (so
+    ``--device=cpu`` trained on CUDA anyway) and hard-coded NCCL, so multi-process
+    training could not run on CPU. Here CPU processes use gloo."""
+    cfg = config.final_config_dict
+    gpu_id = cfg["gpu_id"]
+    gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
+    cfg["gpu_id"] = gpu_id
+    if gpu_id:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
+    requested = config.external_config_dict.get("device")
+    if requested is not None:
+        try:
+            device = torch.device(str(requested))
+        except RuntimeError as e:
+            raise ValueError(
+                f"config key 'device' = {requested!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:N'"
+            ) from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device={requested!r} was requested but CUDA is not available "
+                "on this machine; use --device=cpu or leave 'device' unset"
+            )
+    else:
+        device = torch.device("cuda" if gpu_id and torch.cuda.is_available() else "cpu")
+
+    if "local_rank" not in cfg:
+        cfg.update(single_spec=True, local_rank=0, device=device)
+        return
+
+    # Multi-process (RecBole's DDP path): NCCL needs CUDA, gloo runs on CPU.
+    rank = cfg["local_rank"]
+    use_cuda = device.type == "cuda"
+    if use_cuda and len(gpu_id.split(",")) < cfg["nproc"]:
+        raise ValueError(f"nproc={cfg['nproc']} processes need as many GPUs in gpu_id, got {gpu_id!r}")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            rank=rank + cfg["offset"],
+            world_size=cfg["world_size"],
+            init_method=f"tcp://{cfg['ip']}:{cfg['port']}",
+        )
+    if use_cuda:
+        torch.cuda.set_device(rank)
+        device = torch.device("cuda", rank)
+    cfg.update(device=device, single_spec=False)
+    if rank != 0:
+        cfg.update(state="error", show_progress=False, verbose=False)
+
+
+def decode_config(data):
+    """A RecBole ``Config`` rebuilt from a checkpoint's plain-data config.
+
+    The config is not re-parsed (no command line, no yaml): it is exactly the
+    trained one, except that the device falls back to CPU where CUDA is missing
+    and the data path is looked up again when the saved one is gone.
+    """
+    enums = enum_types()
+    final = {k: decode_value(v, enums) for k, v in data.items()}
+    config = Config.__new__(Config)
+    config._init_parameters_category()
+    config.yaml_loader = config._build_yaml_loader()
+    config.file_config_dict = config.variable_config_dict = config.cmd_config_dict = {}
+    config.external_config_dict = config.internal_config_dict = {}
+    config.model, config.dataset = final["model"], final["dataset"]
+    config.model_class = get_model(config.model)
+    # A checkpoint is loaded into one process, whatever wrote it.
+    final.update(single_spec=True, local_rank=0)
+    if not os.path.isdir(final["data_path"]):
+        root = os.path.dirname(os.path.normpath(final["data_path"]))
+        final["data_path"] = resolve_data_path(root, config.dataset)
+    config.final_config_dict = final
+    return config

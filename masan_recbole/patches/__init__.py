@@ -1,0 +1,154 @@
+"""Every change the plugin makes to RecBole's, torch's or pandas' behaviour, in one inventory.
+
+``import masan_recbole`` calls :func:`apply`, which applies each :class:`Patch` of
+:data:`INVENTORY` once, in order; :func:`applied` lists what is applied, and
+``python -m masan_recbole.patches`` prints the inventory (name, target, why, the test that
+covers it, when it can go). A patch wraps what it changes, or replaces it where the original
+cannot be called; either way the original stays reachable as ``__wrapped__``
+(:mod:`masan_recbole.patches.tools`). Patches change behaviour in memory only; nothing in
+site-packages is edited. The stack fixes live in :mod:`~masan_recbole.patches.platform`,
+the installation of the plugin's features in :mod:`~masan_recbole.patches.plugin`; the
+features themselves live in the registry, config, trainer, atomic and data modules.
+
+Two fixes are made by the install recipe, not by code: ``setuptools>=77.0.3,<81`` (ray
+2.6.3 and hyperopt import ``pkg_resources``, which setuptools 81 removed) and
+``pandas>=2,<3`` (guarded by ``pandas_below_3``).
+"""
+
+from dataclasses import dataclass
+from typing import Callable
+
+import recbole
+
+from masan_recbole.patches import platform, plugin
+
+SUPPORTED_RECBOLE = ("1.2.1",)
+RECBOLE_GONE = "a RecBole release after 1.2.1 that fixes it"
+
+
+@dataclass(frozen=True)
+class Patch:
+    name: str
+    target: str  # what it changes
+    why: str
+    test: str  # tests/<file>.py::<test> that fails without it
+    remove_when: str
+    install: Callable[[], None]
+
+
+INVENTORY = (
+    # The stack fixes come first: recbole.quick_start imports ray, which needs numpy's old names
+    # (and warns on import).
+    Patch("quiet_known_warnings", "warnings filters for recbole.*, ray.*, thop.*",
+          "harmless deprecation warnings RecBole and ray raise on this stack bury the log",
+          "tests/test_patches.py::test_known_warnings_are_hidden_and_others_shown",
+          RECBOLE_GONE, platform.quiet_known_warnings),
+    Patch("pandas_below_3", "pandas (version guard)",
+          "RecBole 1.2.1 silently corrupts data under pandas 3 (fillna(inplace) no-op, Series.agg(len))",
+          "tests/test_patches.py::test_pandas_3_is_refused_with_the_reason",
+          "RecBole supports pandas 3", platform.pandas_below_3),
+    Patch("numpy_aliases", "numpy.float_/bool8/float/bool/long/...; Config.compatibility_settings",
+          "numpy 2 removed names RecBole and ray 2.6.3 use; rebuilt configs never set them",
+          "tests/test_patches.py::test_numpy_aliases_let_config_and_metrics_run",
+          RECBOLE_GONE, platform.numpy_aliases),
+    Patch("ray_optional", "sys.modules['ray'] when ray is missing",
+          "recbole.quick_start imports ray at import time only for tune.report",
+          "tests/test_patches.py::test_recbole_quick_start_imports_without_ray",
+          "RecBole imports ray lazily", platform.ray_optional),
+    Patch("hyperopt_exhaustive_rng", "recbole.trainer.hyper_tuning.np",
+          "hyperopt >= 0.2.7 expects a numpy Generator; RecBole's exhaustive search passes a RandomState",
+          "tests/test_patches.py::test_exhaustive_hyper_search_runs_on_current_hyperopt",
+          RECBOLE_GONE, platform.hyperopt_exhaustive_rng),
+    Patch("no_anomaly_detection", "torch.autograd anomaly mode",
+          "importing RecBole's SINE turns anomaly detection on process-wide (a third of a SASRec step)",
+          "tests/test_patches.py::test_anomaly_detection_stays_off_after_model_lookup",
+          RECBOLE_GONE, platform.no_anomaly_detection),
+    Patch("race_free_dirs", "recbole.*.ensure_dir",
+          "check-then-create races when DDP ranks start together (FileExistsError)",
+          "tests/test_patches.py::test_directories_are_created_without_a_race",
+          RECBOLE_GONE, platform.race_free_dirs),
+    # RecBole's own faults.
+    Patch("device_selection", "recbole.config.Config._init_device",
+          "RecBole ignores --device and hard-codes NCCL, so CPU multi-process training cannot run",
+          "tests/test_patches.py::test_device_cpu_is_respected_when_cuda_exists",
+          RECBOLE_GONE, plugin.device_selection),
+    Patch("ddp_on_cpu", "recbole.trainer.trainer.DistributedDataParallel",
+          "RecBole passes device_ids, which DDP refuses for a CPU module",
+          "tests/test_entry_points.py::test_run_recbole_cli_two_processes_on_cpu",
+          RECBOLE_GONE, plugin.ddp_on_cpu),
+    Patch("clear_nan_loss", "recbole.trainer.Trainer._check_nan",
+          "RecBole's 'Training loss is nan' names no cause and no fix",
+          "tests/test_patches.py::test_nan_loss_names_the_problem_and_the_fix",
+          "never (a message, not a fix)", plugin.clear_nan_loss),
+    Patch("no_download", "recbole.data.dataset.Dataset._download",
+          "RecBole tries to download a missing dataset; the plugin says where to put it",
+          "tests/test_patches.py::test_missing_dataset_says_where_to_put_it_without_downloading",
+          "never (the plugin never downloads)", plugin.no_download),
+    Patch("atomic_file_checks", "recbole.data.dataset.Dataset._load_feat",
+          "malformed atomic files fail cryptically or load wrong data",
+          "tests/test_patches.py::test_malformed_atomic_files_are_rejected_clearly",
+          "never (input checks)", plugin.atomic_file_checks),
+    # The plugin's features, installed into RecBole's entry points.
+    Patch("model_registry", "get_model/get_trainer in recbole.utils, recbole.config, recbole.quick_start",
+          "RecBole has no registry: plugin models must resolve in every entry point",
+          "tests/test_registry.py::test_plugin_sasrec_shadows_recbole_and_recbole_stays_reachable",
+          "RecBole gains a model registry", plugin.model_registry),
+    Patch("config_layers", "recbole.config.Config._load_internal_config_dict",
+          "the plugin's YAML defaults must sit under the user's settings",
+          "tests/test_registry.py::test_defaults_layer_under_the_user",
+          "RecBole gains a registry for model defaults", plugin.config_layers),
+    Patch("config_defaults", "recbole.config.Config._set_default_parameters",
+          "type checks, negatives per loss, the wheel's ml-100k, the time column for ordered splits",
+          "tests/test_registry.py::test_bpr_gets_negatives_unless_the_user_says_otherwise",
+          "never (the plugin's defaults)", plugin.config_defaults),
+    Patch("all_position_batches", "data_preparation in recbole.data, recbole.quick_start",
+          "train_mode: all_positions replaces the training loader with one window per sequence",
+          "tests/test_patches.py::test_all_positions_reaches_recboles_data_preparation",
+          "never (a feature)", plugin.all_position_batches),
+    Patch("spawning_run", "recbole.quick_start.run",
+          "RecBole's multi-process children import only recbole, so plugin models would not resolve",
+          "tests/test_entry_points.py::test_run_recbole_cli_two_processes_on_cpu",
+          "RecBole spawns through an importable entry point", plugin.spawning_run),
+    Patch("safe_checkpoints", "Trainer.__init__/_save_checkpoint/evaluate, recbole.quick_start.load_data_and_model",
+          "torch >= 2.6 refuses RecBole's pickled Config; checkpoints become plain data, written atomically",
+          "tests/test_checkpoint.py::test_trainer_checkpoints_load_with_weights_only",
+          "RecBole saves plain-data checkpoints", plugin.safe_checkpoints),
+    Patch("exact_resume", "recbole.trainer.Trainer.resume_checkpoint/fit",
+          "RecBole's resume loses the random states and the scheduler; checkpoint_file resumes any entry point",
+          "tests/test_resume.py::test_sigkill_after_an_epoch_then_resume_matches_uninterrupted",
+          "never (a feature)", plugin.exact_resume),
+)
+
+_applied = []
+
+
+def check_recbole_version():
+    if recbole.__version__ not in SUPPORTED_RECBOLE:
+        raise ImportError(
+            f"masan_recbole supports RecBole {', '.join(SUPPORTED_RECBOLE)}, but RecBole "
+            f"{recbole.__version__} is installed; its patches (python -m masan_recbole.patches) "
+            f'were written against that version. Install it: pip install "recbole=={SUPPORTED_RECBOLE[-1]}"'
+        )
+
+
+def apply():
+    """Apply every patch of the inventory once, in order (idempotent)."""
+    check_recbole_version()
+    for patch in INVENTORY:
+        if patch.name not in _applied:
+            patch.install()
+            _applied.append(patch.name)
+
+
+def applied():
+    """Names of the applied patches, in the order they were applied."""
+    return tuple(_applied)
+
+
+def inventory_table():
+    """The inventory as Markdown: one row per patch."""
+    rows = ["| patch | applied | changes | why | covered by | remove when |", "|---|---|---|---|---|---|"]
+    for p in INVENTORY:
+        rows.append(f"| {p.name} | {'yes' if p.name in _applied else 'no'} | {p.target} | {p.why} "
+                    f"| {p.test} | {p.remove_when} |")
+    return "\n".join(rows)

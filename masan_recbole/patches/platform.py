@@ -1,0 +1,146 @@
+"""Fixes for RecBole 1.2.1 on today's numpy, pandas, torch, ray and hyperopt.
+
+Nothing here adds a feature; each function undoes one incompatibility (docs/platform.md
+explains each). These run before anything imports ``recbole.quick_start``, which imports
+ray, which needs numpy's removed names.
+"""
+
+import os
+import sys
+import types
+import warnings
+
+import numpy as np
+import torch
+
+from masan_recbole.patches.tools import replace
+
+# numpy names RecBole and ray 2.6.3 still use; set only where numpy lacks them.
+NUMPY_ALIASES = {
+    "bool8": np.bool_,
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool": np.bool_,
+    "int": np.int_,
+    "float": np.float64,
+    "complex": np.complex128,
+    "object": np.object_,
+    "str": np.str_,
+    "long": np.int_,
+    "unicode": np.str_,
+}
+
+
+def _set_numpy_aliases():
+    for name, value in NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def numpy_aliases():
+    _set_numpy_aliases()
+    from recbole.config import Config
+
+    def compatibility_settings(self):
+        """RecBole's version assigns np.float etc. in a way numpy 2 rejects; a config that is
+        unpickled or rebuilt never runs ``__init__`` at all, so the names are set here too."""
+        _set_numpy_aliases()
+
+    replace("numpy_aliases", Config, "compatibility_settings", compatibility_settings)
+
+
+def pandas_below_3():
+    import pandas as pd
+
+    if int(pd.__version__.split(".")[0]) >= 3:
+        raise ImportError(
+            f"masan_recbole: pandas {pd.__version__} is installed, but RecBole 1.2.1 silently "
+            "corrupts data under pandas 3: missing values are never filled (copy-on-write makes "
+            "`df[col].fillna(inplace=True)` a no-op) and `Series.agg(len)` returns the column "
+            "length instead of each sequence's, so token_seq fields and session lengths are wrong. "
+            'Install a supported pandas: pip install "pandas>=2,<3"'
+        )
+
+
+def ray_optional():
+    try:
+        import ray.tune  # noqa: F401
+    except ImportError:
+        tune = types.ModuleType("ray.tune")
+        tune.report = lambda **metrics: None
+        ray = types.ModuleType("ray")
+        ray.tune = tune
+        sys.modules["ray"], sys.modules["ray.tune"] = ray, tune
+
+
+def quiet_known_warnings():
+    # pandas 2.x deprecations RecBole triggers, its CUDA-only GradScaler call, and ray's
+    # pkg_resources notice. Only warnings raised from these modules are hidden.
+    for category, module in [
+        (FutureWarning, r"recbole\."),
+        (DeprecationWarning, r"recbole\."),
+        (UserWarning, r"recbole\.data\."),
+        (UserWarning, r"ray\."),
+        (DeprecationWarning, r"thop\."),
+    ]:
+        warnings.filterwarnings("ignore", category=category, module=module)
+    # RecBole's Interaction.sort hands a tensor to np.argsort; numpy warns about torch's
+    # __array_wrap__ signature (raised from numpy's module, so matched by message).
+    warnings.filterwarnings("ignore", message="__array_wrap__ must accept context", category=DeprecationWarning)
+
+
+class _RandomWithGenerator:
+    """numpy.random, except that ``RandomState(seed)`` returns a ``Generator``."""
+
+    def __getattr__(self, name):
+        return getattr(np.random, name)
+
+    @staticmethod
+    def RandomState(seed=None):
+        return np.random.default_rng(seed)
+
+
+class _NumpyWithGenerator:
+    random = _RandomWithGenerator()
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def hyperopt_exhaustive_rng():
+    import hyperopt
+    from recbole.trainer import hyper_tuning
+
+    version = tuple(int(p) for p in hyperopt.__version__.split(".")[:3] if p.isdigit())
+    if version >= (0, 2, 7):  # hyperopt expects a Generator; RecBole's exhaustive search hands it a RandomState
+        replace("hyperopt_exhaustive_rng", hyper_tuning, "np", _NumpyWithGenerator())
+
+
+def no_anomaly_detection():
+    # recbole/model/sequential_recommender/sine.py switches autograd's anomaly detection
+    # on for the whole process when it is imported, which happens as soon as any sequential
+    # model is looked up: every backward pass then scans every gradient for NaN (about a
+    # third of a SASRec training step on CPU). Import it now, once, and switch it back off.
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+def _ensure_dir(dir_path):
+    """RecBole's ensure_dir checks, then creates: two DDP ranks starting together both see
+    no ./log and one dies with FileExistsError."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+ENSURE_DIR_MODULES = ("recbole.utils.utils", "recbole.utils", "recbole.utils.logger", "recbole.data.utils",
+                      "recbole.data.dataset.dataset", "recbole.trainer.trainer")
+
+
+def race_free_dirs():
+    import importlib
+
+    for name in ENSURE_DIR_MODULES:
+        module = importlib.import_module(name)
+        if hasattr(module, "ensure_dir"):
+            replace("race_free_dirs", module, "ensure_dir", _ensure_dir)

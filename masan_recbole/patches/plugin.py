@@ -1,0 +1,96 @@
+"""Installs the plugin's features into RecBole: each function here only puts a function that
+lives elsewhere (registry, config, trainer, data, quick_start) in front of RecBole's."""
+
+from recbole.config import Config
+from recbole.data.dataset import dataset as dataset_module
+from recbole.trainer import trainer as trainer_module
+from recbole.trainer.trainer import Trainer
+
+from masan_recbole import atomic, config, registry, trainer
+from masan_recbole.data import all_positions
+from masan_recbole.patches.tools import replace, wrap
+
+
+def model_registry():
+    import recbole.utils
+    from recbole.config import configurator
+    from recbole.quick_start import quick_start
+    from recbole.utils import utils as utils_module
+
+    for module in (recbole.utils, utils_module, configurator, quick_start):
+        if hasattr(module, "get_model"):
+            replace("model_registry", module, "get_model", registry.get_model)
+        if hasattr(module, "get_trainer"):
+            replace("model_registry", module, "get_trainer", registry.get_trainer)
+
+
+def config_layers():
+    wrap("config_layers", Config, "_load_internal_config_dict", config.load_internal_config)
+
+
+def config_defaults():
+    wrap("config_defaults", Config, "_set_default_parameters", config.set_default_parameters)
+
+
+def device_selection():
+    replace("device_selection", Config, "_init_device", config.init_device)
+
+
+def _ddp(original, module, device_ids=None, **kwargs):
+    """DDP on CPU must not be given ``device_ids``; RecBole always passes its local rank."""
+    if next(module.parameters()).device.type == "cpu":
+        device_ids = None
+    return original(module, device_ids=device_ids, **kwargs)
+
+
+def ddp_on_cpu():
+    wrap("ddp_on_cpu", trainer_module, "DistributedDataParallel", _ddp)
+
+
+def spawning_run():
+    import recbole.quick_start
+    from recbole.quick_start import quick_start
+
+    from masan_recbole.quick_start import run
+
+    for module in (recbole.quick_start, quick_start):
+        replace("spawning_run", module, "run", run)
+
+
+def safe_checkpoints():
+    import recbole.quick_start
+    from recbole.quick_start import quick_start
+
+    from masan_recbole.quick_start import load_data_and_model
+
+    wrap("safe_checkpoints", Trainer, "__init__", trainer.name_run_file)
+    replace("safe_checkpoints", Trainer, "_save_checkpoint", trainer.save_checkpoint)
+    wrap("safe_checkpoints", Trainer, "evaluate", trainer.evaluate_from_checkpoint)
+    for module in (recbole.quick_start, quick_start):
+        replace("safe_checkpoints", module, "load_data_and_model", load_data_and_model)
+
+
+def exact_resume():
+    replace("exact_resume", Trainer, "resume_checkpoint", trainer.resume_checkpoint)
+    wrap("exact_resume", Trainer, "fit", trainer.fit_resuming)
+
+
+def clear_nan_loss():
+    replace("clear_nan_loss", Trainer, "_check_nan", trainer.check_nan)
+
+
+def no_download():
+    replace("no_download", dataset_module.Dataset, "_download", atomic.refuse_download)
+
+
+def atomic_file_checks():
+    wrap("atomic_file_checks", dataset_module.Dataset, "_load_feat", atomic.load_checked)
+
+
+def all_position_batches():
+    import recbole.data
+    from recbole.data import utils as data_utils
+    from recbole.quick_start import quick_start
+
+    for module in (recbole.data, data_utils, quick_start):
+        wrap("all_position_batches", module, "data_preparation", all_positions.data_preparation)
