@@ -19,13 +19,12 @@ variants run up to ``--fast-epochs`` with early stopping. Results:
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 
 import torch
 
-from benchmarks.compare import run_model
+from benchmarks.harness import describe_device, environment, read_result, run_model, write_json, write_text
 from masan_recbole.data.all_positions import window_stride
 from masan_recbole.model.base import SSM_CORRECTION
 
@@ -42,7 +41,7 @@ NEVER = -1.0  # a score the run never reached
 
 
 def run_variant(model_name, dataset, config_dict):
-    """One training run (:func:`benchmarks.compare.run_model`), summarised per epoch with the
+    """One training run (:func:`benchmarks.harness.run_model`), summarised per epoch with the
     wall-clock (train + validation) so far."""
     result = run_model(model_name, dataset, config_dict)
     valid = {point["epoch"]: point for point in result["valid_curve"]}
@@ -125,7 +124,7 @@ def markdown(report):
     if any("all positions" in name for name in names):
         budgets.append(f"fast variants up to {report['fast_epochs']}")
     lines = [
-        f"Dataset {report['dataset']}, device {report['device']}, seeds {report['seeds']}; {', '.join(budgets)}; "
+        f"Dataset {report['dataset']}, device {describe_device(report)}, seeds {report['seeds']}; {', '.join(budgets)}; "
         f"early stopping {report['stopping_step']}. Validation metric {metric}. "
         + ("Ratios against RecBole's SASRec of the same seed; 'to RecBole's best' = wall-clock until the "
            "variant's validation score first reaches RecBole's best." if BASELINE in names else
@@ -183,11 +182,11 @@ def summarise(paths):
     Timings are left out: they come from different processes and are not comparable. The
     cost column counts training rows instead (RecBole prefix samples or windows, one encoder
     pass over at most L items each) processed until the validation score first reaches the
-    best of RecBole's SASRec with the same seed, as a ratio of the rows RecBole needed."""
+    best of RecBole's SASRec with the same seed, as a ratio of the rows RecBole needed. Reads
+    every schema version (benchmarks/harness.py): the keys it uses are the same in all."""
     groups, datasets, metric = {}, set(), None
     for path in paths:
-        with open(path) as f:
-            report = json.load(f)
+        report = read_result(path)
         datasets.add(report["dataset"])
         metric = report["valid_metric"]
         settings = " ".join(s for s in report["settings"]
@@ -243,13 +242,6 @@ def summarise(paths):
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", nargs="+", default=["ml-100k"])
@@ -271,7 +263,6 @@ def main():
         return
     sys.argv = sys.argv[:1] + rest  # --key=value settings for RecBole (every variant)
 
-    os.makedirs(args.out, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     common = {"show_progress": False, "stopping_step": args.stopping_step, "metrics": ["Hit", "NDCG", "MRR"],
@@ -280,12 +271,9 @@ def main():
         common["device"] = args.device
     for dataset in args.dataset:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        report = {"dataset": dataset, "device": torch.cuda.get_device_name() if device == "cuda" else
-                  f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-                  "seeds": args.seeds, "prefix_epochs": args.prefix_epochs, "fast_epochs": args.fast_epochs,
+        report = {"dataset": dataset, **environment(device), "seeds": args.seeds, "prefix_epochs": args.prefix_epochs, "fast_epochs": args.fast_epochs,
                   "fast_batch_size": args.fast_batch_size, "stopping_step": args.stopping_step,
-                  "valid_metric": common["valid_metric"], "settings": rest,
-                  "versions": {"torch": torch.__version__, "python": platform.python_version()}, "runs": {}}
+                  "valid_metric": common["valid_metric"], "settings": rest, "runs": {}}
         stem = os.path.join(args.out, f"fast_training-{dataset}-{device}")
         for seed in args.seeds:
             runs = report["runs"][str(seed)] = {}
@@ -305,8 +293,8 @@ def main():
                 if "error" not in runs.get(BASELINE, {"error": "not run"}):
                     compare({k: v for k, v in runs.items() if "error" not in v})
                 # after every variant, so an interrupted benchmark keeps what it measured
-                write_atomic(stem + ".json", json.dumps(report, indent=2))
-                write_atomic(stem + ".md", markdown(report))
+                write_json(stem + ".json", report)
+                write_text(stem + ".md", markdown(report))
         print(markdown(report))
 
 

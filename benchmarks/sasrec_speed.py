@@ -12,13 +12,10 @@ over rounds.
 import argparse
 import json
 import os
-import platform
 import sys
-import time
 
-import torch
-
-import masan_recbole  # noqa: F401
+import masan_recbole  # noqa: F401  (registers the models, applies the compatibility fixes)
+from benchmarks.harness import clock, environment, write_json
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_seed
@@ -34,14 +31,15 @@ def measure(model_name, dataset_name, config_dict, data, initial_state, epochs):
     if initial_state is not None:
         model.load_state_dict(initial_state)
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    on_cuda = config["device"].type == "cuda"
     train_seconds, losses = [], []
     for epoch in range(epochs):
-        start = time.perf_counter()
+        start = clock(on_cuda)
         losses.append(float(trainer._train_epoch(train_data, epoch, show_progress=False)))
-        train_seconds.append(time.perf_counter() - start)
-    start = time.perf_counter()
+        train_seconds.append(clock(on_cuda) - start)
+    start = clock(on_cuda)
     trainer.evaluate(valid_data, load_best_model=False)
-    eval_seconds = time.perf_counter() - start
+    eval_seconds = clock(on_cuda) - start
     test = trainer.evaluate(test_data, load_best_model=False)
     return {
         "train_seconds_per_epoch": sum(train_seconds) / epochs,
@@ -92,11 +90,8 @@ def main():
         "dataset": args.dataset,
         "epochs": args.epochs,
         "rounds": args.rounds,
-        "device": str(config["device"]),
-        "device_name": torch.cuda.get_device_name() if config["device"].type == "cuda" else platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
+        **environment(config["device"]),
         "overrides": rest,
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "results": results,
         "ratio_ours_over_recbole": {
             "train_seconds_per_epoch": ours["train_seconds_per_epoch"] / theirs["train_seconds_per_epoch"],
@@ -104,9 +99,7 @@ def main():
         },
     }
     out = args.out or os.path.join("benchmarks", "results", f"sasrec_speed-{args.dataset}-{config['device'].type}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(out, report)
     print(json.dumps(report["ratio_ours_over_recbole"]), "->", out)
 
 

@@ -114,6 +114,7 @@ def test_training_rows_out_of_sequence_order_are_refused(tiny_config):
         all_positions_train_set(shuffled, config)
 
 
+@pytest.mark.slow
 def test_fast_modes_beat_popularity(tiny_config):
     cfg = dict(tiny_config, epochs=5)
     pop = run_recbole(model="Pop", dataset="synth", config_dict=dict(cfg))["test_result"]
@@ -124,6 +125,7 @@ def test_fast_modes_beat_popularity(tiny_config):
         assert result["ndcg@10"] > pop["ndcg@10"] + 0.2, extra
 
 
+@pytest.mark.slow
 def test_sampled_softmax_serves_every_plugin_model(tiny_config):
     cfg = dict(tiny_config, epochs=3, loss_type="SSM", ssm_num_negatives=10)
     pop = run_recbole(model="Pop", dataset="synth", config_dict=dict(tiny_config))["test_result"]
@@ -194,6 +196,7 @@ def test_unknown_precision_and_loss_are_named(tiny_config):
         built_model(tiny_config, loss_type="SSM", ssm_sampler="popular")
 
 
+@pytest.mark.slow
 def test_compiled_model_matches_eager(tiny_config):
     eager, batch = built_model(tiny_config, train_mode="all_positions")
     compiled, _ = built_model(tiny_config, train_mode="all_positions", compile=True)
@@ -203,13 +206,46 @@ def test_compiled_model_matches_eager(tiny_config):
         assert compiled.calculate_loss(batch).item() == pytest.approx(eager.calculate_loss(batch).item(), rel=1e-5)
 
 
-def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, monkeypatch):
-    import json
+def benchmarks_module(name):
+    """A module of benchmarks/, a folder of the repository rather than an installed package."""
+    import importlib
     import os
     import sys
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks import fast_training
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    return importlib.import_module(f"benchmarks.{name}")
+
+
+def test_summarise_reads_result_files_without_a_schema_version(tmp_path):
+    import json
+    import os
+
+    fast_training = benchmarks_module("fast_training")
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
+    legacy = os.path.join(results, "fast_training-ml-100k-cpu.json")  # written before schema_version
+    with open(legacy) as f:
+        report = json.load(f)
+    assert "schema_version" not in report
+    table = fast_training.summarise([legacy])
+    rows = [line for line in table.splitlines() if line.startswith("| RecBole SASRec") or line.startswith("| SASRec")]
+    assert rows and all(" 2020, 2021 | " in row for row in rows)
+    # the same runs in a version-2 file read alike; a version this checkout does not know is refused
+    benchmarks_module("harness").write_json(tmp_path / "v2.json", report)
+    assert json.loads((tmp_path / "v2.json").read_text())["schema_version"] == 2
+    assert fast_training.summarise([str(tmp_path / "v2.json")]).splitlines()[:-1] == table.splitlines()[:-1]
+    (tmp_path / "v3.json").write_text(json.dumps(dict(report, schema_version=3)))
+    with pytest.raises(ValueError, match="schema_version 3"):
+        fast_training.summarise([str(tmp_path / "v3.json")])
+
+
+@pytest.mark.slow
+def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, monkeypatch):
+    import json
+    import sys
+
+    fast_training = benchmarks_module("fast_training")
 
     out = tmp_path / "results"
     monkeypatch.setattr(sys, "argv", [
@@ -220,6 +256,8 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
     ])
     fast_training.main()
     report = json.loads((out / "fast_training-synth-cpu.json").read_text())
+    assert report["schema_version"] == 2 and report["device"] == "cpu" and report["threads"] == 1
+    assert {"python", "torch", "recbole", "numpy", "pandas", "git"} <= set(report["versions"])
     assert set(report["runs"]) == {"1", "2"}
     for runs in report["runs"].values():
         assert list(runs) == list(fast_training.VARIANTS)
@@ -238,8 +276,9 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
     table = (out / "fast_training-synth-cpu.md").read_text()
     assert "| SASRec (all positions, SSM) | 2 |" in table and "Mean over seeds" in table
 
-    # a file written before the logQ fix (no correction recorded) is summarised apart
+    # a file written before the logQ fix (no correction recorded, nor a schema version) is summarised apart
     del report["runs"]["1"]["SASRec (all positions, SSM)"]["ssm_correction"]
+    del report["schema_version"]
     (out / "legacy.json").write_text(json.dumps(report))
     labels = [line.split(" | ")[0] for line in fast_training.summarise([str(out / "legacy.json")]).splitlines()
               if line.startswith("| SASRec (all positions, SSM")]
@@ -247,13 +286,12 @@ def test_benchmark_reports_ratios_against_recboles_sasrec(data_root, tmp_path, m
     assert any("SSM in-batch" in label and fast_training.OLD_SSM_CORRECTION not in label for label in labels)
 
 
+@pytest.mark.slow
 def test_benchmark_without_the_baseline_reports_accuracy_only(data_root, tmp_path, monkeypatch):
     import json
-    import os
     import sys
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from benchmarks import fast_training
+    fast_training = benchmarks_module("fast_training")
 
     out = tmp_path / "results"
     monkeypatch.setattr(sys, "argv", [

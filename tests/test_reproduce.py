@@ -1,6 +1,7 @@
 """benchmarks.reproduce on generated data: a tiny preset (SASRec and RecBole's SASRec, one epoch)
 through the real command-line path, a failing model that must not lose the other's results, the
-on-the-fly conversion and the errors for bad input."""
+on-the-fly conversion and the errors for bad input; and the shared benchmark harness (config
+hashes, result files and their schema version)."""
 
 import json
 import os
@@ -15,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:  # benchmarks/ is a folder of the repository, not an installed package
     sys.path.insert(0, REPO)
 
-from benchmarks import reproduce  # noqa: E402
+from benchmarks import harness, reproduce  # noqa: E402
+from benchmarks.reproduce import cli  # noqa: E402
 
 TINY = {
     "hidden_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 20,
@@ -73,12 +75,14 @@ def row(markdown, name):
     return dict(zip([c.strip() for c in header.strip("|").split("|")], cells))
 
 
+@pytest.mark.slow
 def test_tiny_preset_writes_json_table_ratios_and_plots(tmp_path, data_root):
     code, report, markdown, out = run_cli(tmp_path, data_root, ["SASRec", "RecBoleSASRec"])
     assert code == 0
-    assert report["device"] == "cpu" and report["isolated"] is True
-    assert {"torch", "recbole", "masan_recbole", "python"} <= set(report["versions"])
-    assert len(report["config_hash"]) == 16
+    assert report["schema_version"] == harness.SCHEMA_VERSION == 2
+    assert report["device"] == "cpu" and report["isolated"] is True and report["threads"] == 1
+    assert {"torch", "recbole", "masan_recbole", "python", "numpy", "pandas", "git"} <= set(report["versions"])
+    assert report["settings"]["shared"] == TINY
     results = report["results"][SYNTH]
     assert list(results) == ["SASRec", "RecBoleSASRec"]
     for name, r in results.items():
@@ -92,7 +96,7 @@ def test_tiny_preset_writes_json_table_ratios_and_plots(tmp_path, data_root):
         assert 0 < r["test"]["hit@10"] <= 1
         # the shared settings reach RecBole's built-in model as well as ours
         assert r["config"]["hidden_size"] == 16 and r["config"]["seed"] == 2020 and r["config"]["epochs"] == 1
-        assert len(r["config_hash"]) == 16
+        assert r["config_hash"] == harness.config_hash(r["config"])  # the hash of the settings it records
     assert results["SASRec"]["config_hash"] != results["RecBoleSASRec"]["config_hash"]
 
     (ratio,) = report["speed_ratios"]
@@ -117,6 +121,7 @@ def test_tiny_preset_writes_json_table_ratios_and_plots(tmp_path, data_root):
         assert image[:8] == b"\x89PNG\r\n\x1a\n" and len(image) > 5000
 
 
+@pytest.mark.slow
 def test_a_failing_model_is_recorded_and_the_others_kept(tmp_path, data_root):
     # 3 heads do not divide hidden_size 16: our SASRec fails while it is built.
     code, report, markdown, _ = run_cli(tmp_path, data_root, ["SASRec", "RecBoleSASRec"], "--in-process",
@@ -141,6 +146,74 @@ def test_settings_layer_shared_dataset_override_epochs(tmp_path):
     assert by_model["SASRec"]["hidden_size"] == 24 and by_model["RecBoleSASRec"]["hidden_size"] == 8
     assert by_model["SASRec"]["MAX_ITEM_LIST_LENGTH"] == 10 and by_model["SASRec"]["epochs"] == 3
     assert by_model["SASRec"]["seed"] == 2020
+
+
+def planned_report(presets, *extra):
+    """The report ``main`` starts from (no job run yet), as its Markdown header shows it."""
+    args = reproduce.parse_args(["--preset", "tiny", "--preset-file", presets, *extra])
+    spec = reproduce.load_presets(presets)
+    jobs, skipped = reproduce.plan(spec, "tiny", args.models, args.datasets, args.epochs)
+    report = cli.new_report(args, [], spec, jobs, skipped, "cpu")
+    return report, dict(report, wall_seconds=0.0)
+
+
+def test_the_header_shows_the_epochs_used_and_the_run_hash_follows_the_settings(tmp_path):
+    presets, _ = write_files(tmp_path, ["SASRec", "RecBoleSASRec"], overrides={"SASRec": {"epochs": 6}})
+    spec = yaml.safe_load((tmp_path / "presets.yaml").read_text())
+    spec["presets"]["tiny"]["shared"]["epochs"] = 4
+    spec["presets"]["tiny"]["datasets"][SYNTH] = {"epochs": 5, "MAX_ITEM_LIST_LENGTH": 10}
+    (tmp_path / "presets.yaml").write_text(yaml.safe_dump(spec))  # keys sorted, as write_files does
+
+    as_written, shown = planned_report(presets)
+    header = next(line for line in reproduce.markdown(shown, {}).splitlines() if line.startswith("Shared by"))
+    assert "epochs 4" in header and f"{SYNTH} {{'MAX_ITEM_LIST_LENGTH': 10, 'epochs': 5}}" in header and "SASRec {'epochs': 6}" in header
+
+    narrowed, shown = planned_report(presets, "--epochs", "1")
+    header = next(line for line in reproduce.markdown(shown, {}).splitlines() if line.startswith("Shared by"))
+    assert "epochs 1" in header and "epochs 4" not in header and "'epochs'" not in header
+    assert f"{SYNTH} {{'MAX_ITEM_LIST_LENGTH': 10}}" in header and "overrides" not in header
+    assert narrowed["preset_config"]["shared"]["epochs"] == 4  # the preset as written is kept too
+    assert narrowed["partial"] and narrowed["run"] == "reproduce-tiny-cpu-partial"
+
+    # the run's hash: equal for equal settings, another for other settings
+    assert planned_report(presets)[0]["config_hash"] == as_written["config_hash"] != narrowed["config_hash"]
+    assert planned_report(presets, "--epochs", "1")[0]["config_hash"] == narrowed["config_hash"]
+    assert planned_report(presets, "--models", "SASRec")[0]["config_hash"] != as_written["config_hash"]
+
+
+def test_config_hash_is_equal_for_equal_settings_only():
+    settings = {"hidden_size": 16, "n_layers": 2, "loss_type": "CE", "topk": [10], "train_neg_sample_args": None}
+    assert harness.config_hash(settings) == harness.config_hash(dict(reversed(list(settings.items()))))
+    assert harness.config_hash(settings) == harness.config_hash(json.loads(json.dumps(settings)))
+    others = {harness.config_hash(dict(settings, **change)) for change in (
+        {"hidden_size": 32}, {"loss_type": "BPR"}, {"topk": [10, 20]}, {"train_neg_sample_args": {}}, {"seed": 1})}
+    assert len(others) == 5 and harness.config_hash(settings) not in others
+
+    # machine-specific keys are left out: the same settings hash alike on another machine
+    class Config:
+        def __init__(self, **machine):
+            self.final_config_dict = dict(settings, **machine)
+
+    here = harness.portable_config(Config(device="cpu", data_path="/here", checkpoint_dir="a", show_progress=True))
+    there = harness.portable_config(Config(device="cuda", data_path="/there", gpu_id="1", state="INFO"))
+    assert here == there == dict(sorted(settings.items()))
+    assert harness.config_hash(here) == harness.config_hash(there)
+
+
+def test_result_files_carry_the_schema_version_and_old_ones_still_read(tmp_path):
+    path = tmp_path / "deeper" / "result.json"
+    harness.write_json(path, {"benchmark": "x", "schema_version": 1, "results": {"a": 1}})
+    written = json.loads(path.read_text())
+    assert list(written) == ["schema_version", "benchmark", "results"] and written["schema_version"] == 2
+    assert harness.read_result(path) == written
+    assert [p.name for p in path.parent.iterdir()] == ["result.json"]  # no temporary file left
+
+    (tmp_path / "v1.json").write_text(json.dumps({"benchmark": "x"}))  # written before schema_version
+    assert harness.schema_version(harness.read_result(tmp_path / "v1.json")) == 1
+    for version in (harness.SCHEMA_VERSION + 1, "2", 0, True):
+        (tmp_path / "odd.json").write_text(json.dumps({"schema_version": version}))
+        with pytest.raises(ValueError, match="reads versions 1 to 2"):
+            harness.read_result(tmp_path / "odd.json")
 
 
 @pytest.mark.parametrize("extra, message", [
