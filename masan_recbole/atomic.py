@@ -4,7 +4,10 @@ RecBole's loader (``Dataset._load_feat``) fails cryptically on some malformed fi
 wrong data for others; :func:`check_atomic_file` names the file, line, column and config key involved.
 """
 import locale
+import math
 import os
+
+from masan_recbole.data import closest_converter, convert_command
 
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 _EXAMPLE = "user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float"
@@ -71,7 +74,7 @@ def _first_undecodable_line(path, encoding):
 
 
 def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="utf-8",
-                      required_fields=(), max_rows=None):
+                      required_fields=(), max_rows=None, ordering_fields=()):
     """Check that ``path`` is a well-formed RecBole atomic file and return its ``{field: type}``.
 
     The first line must be a header of ``name:type`` columns (type one of token, token_seq, float,
@@ -87,6 +90,9 @@ def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="u
             ``{field name: config key that names it}`` (e.g. ``{"business_id": "ITEM_ID_FIELD"}``),
             so the error can name the key to change, or a plain sequence of names.
         max_rows: check only the first ``max_rows`` data rows (None: all rows).
+        ordering_fields: float columns that order the interactions (the time field of a
+            time-ordered split): a missing value there is an error, since RecBole would fill it
+            with the column mean and so move the interaction inside its user's sequence.
 
     Returns:
         dict mapping each column name to its type, in file order.
@@ -164,11 +170,16 @@ def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="u
                 for i, name in floats:
                     value = parts[i]
                     try:
-                        float(value)
+                        missing = math.isnan(float(value))
                     except ValueError:
                         if value.strip() not in _NA_STRINGS:
                             raise AtomicFileError(f"{path}: line {lineno}, column {i + 1} ({name!r}, float): "
                                                   f"{value!r} is not a number") from None
+                        missing = True
+                    if missing and name in ordering_fields:
+                        raise AtomicFileError(
+                            f"{path}: line {lineno}, column {i + 1} ({name!r}): the value is missing ({value!r}), "
+                            f"but {name!r} orders each user's interactions; give it a value or drop the line")
                 for i, name in float_seqs:
                     for item in filter(None, parts[i].split(seq_separator)):
                         try:
@@ -199,11 +210,12 @@ def load_checked(original_load_feat, dataset, filepath, source):
     """RecBole's ``Dataset._load_feat`` after :func:`check_atomic_file` on the file, requiring the
     user and item columns of an ``.inter`` file (and the time column for time-ordered splits)."""
     cfg = dataset.config
-    required = {}
+    required, ordering = {}, ()
     if str(filepath).endswith(".inter"):
         keys = ["USER_ID_FIELD", "ITEM_ID_FIELD"]
         if (cfg["eval_args"] or {}).get("order") == "TO":
             keys.append("TIME_FIELD")
+            ordering = (cfg["TIME_FIELD"],)
         required = {cfg[k]: k for k in keys if cfg[k] and _wants_field(cfg, "inter", cfg[k])}
     check_atomic_file(
         filepath,
@@ -211,15 +223,24 @@ def load_checked(original_load_feat, dataset, filepath, source):
         seq_separator=cfg["seq_separator"],
         encoding=cfg["encoding"],
         required_fields=required,
+        ordering_fields=ordering,
     )
     return original_load_feat(dataset, filepath, source)
 
 
 def refuse_download(dataset):
-    """Stands in for RecBole's ``Dataset._download``: the plugin never downloads data."""
-    raise FileNotFoundError(
-        f"Dataset '{dataset.dataset_name}' not found: expected RecBole atomic files in "
-        f"{os.path.abspath(dataset.dataset_path)} (at least {dataset.dataset_name}.inter). "
-        f"Put them there (see dataset/README.md) or set data_path to the folder that "
-        f"contains '{dataset.dataset_name}/'. masan_recbole never downloads data."
-    )
+    """Stands in for RecBole's ``Dataset._download``: the plugin never downloads data; it says
+    where the files go and, where a converter can write them, the command that does."""
+    name = dataset.dataset_name
+    message = (f"Dataset '{name}' not found: expected RecBole atomic files in "
+               f"{os.path.abspath(dataset.dataset_path)} (at least {name}.inter); masan_recbole never downloads data.")
+    command = convert_command(name, to=os.path.dirname(os.path.normpath(dataset.dataset_path)))
+    if command is None:
+        message += f" Put them there, or set data_path to the folder that contains '{name}/' (docs/datasets.md)."
+    elif closest_converter(name) == name:
+        message += f"\nWrite them with: {command}"
+    else:
+        found = closest_converter(name)
+        message += (f"\nIf you have RecBole's own '{name}' atomic files, put them there (docs/datasets.md)."
+                    f"\nOr convert the {found} files: {command}\nthen run with --dataset={found}")
+    raise FileNotFoundError(message)

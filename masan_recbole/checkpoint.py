@@ -9,6 +9,7 @@ plain data. Files are written atomically: a kill during a save leaves the previo
 file intact, and each training run gets its own file name (:func:`run_file`).
 """
 
+import hashlib
 import os
 import pickle
 import random
@@ -147,12 +148,47 @@ def run_file(path, distributed=False):
     return f"{stem}-{tag[0]}{ext}"
 
 
+def content_checksum(state):
+    """sha256 over every tensor's bytes and every plain value of ``state`` (its ``checksum``
+    entry left out), in key order: flipped bits anywhere in the content change it."""
+    digest = hashlib.sha256()
+
+    def feed(value):
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                digest.update(f"K{key!s}".encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            digest.update(f"L{len(value)}".encode())
+            for item in value:
+                feed(item)
+        else:
+            digest.update(f"V{type(value).__name__}:{value!r}".encode())
+
+    feed({k: v for k, v in state.items() if k != "checksum"})
+    return digest.hexdigest()
+
+
 def save_checkpoint(state, path):
-    """Write ``state`` (a dict of tensors and plain data) to ``path`` atomically."""
+    """Write ``state`` (a dict of tensors and plain data) to ``path`` atomically, with the
+    checksum of its content."""
     state = {"format": FORMAT, **state}
     _check_plain(state, "checkpoint")
+    state["checksum"] = content_checksum(state)
     with write_atomic(path, "wb") as f:
         torch.save(state, f)
+
+
+def _looks_like_a_torch_file(path):
+    """torch.save writes a zip archive (even a truncated one starts with its first entry's
+    signature); the legacy format starts with a pickle protocol byte."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -160,6 +196,11 @@ def load_checkpoint(path, map_location="cpu"):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not _looks_like_a_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint (neither a zip archive nor a pickle): wrong file, "
+            "or a copy cut short? Point to a .pth file written by run_recbole.py."
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -171,9 +212,10 @@ def load_checkpoint(path, map_location="cpu"):
             "Checkpoints written with masan_recbole imported are safe; a checkpoint from "
             "plain RecBole must be re-trained with `import masan_recbole` first."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(
-            f"{path} is not a readable torch checkpoint (truncated or corrupt?): {e}"
+            f"{path} is not a readable torch checkpoint (truncated or corrupt: {e}); "
+            "use another copy, or retrain"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = sorted(state)[:8] if isinstance(state, dict) else type(state).__name__
@@ -181,4 +223,59 @@ def load_checkpoint(path, map_location="cpu"):
             f"{path} is not a masan_recbole checkpoint (expected format {FORMAT!r}, "
             f"found {found}). Train it with `import masan_recbole` or run_recbole.py."
         )
+    # Files from before checksums were written have none; every file written now has one.
+    if "checksum" in state and state["checksum"] != content_checksum(state):
+        raise CheckpointError(
+            f"{path} is corrupt: its content does not match the checksum written with it "
+            "(bytes changed on disk or in a copy); use another copy, or retrain"
+        )
     return state
+
+
+def data_record(dataset):
+    """What a checkpoint keeps of its training data: the user and item tokens in id order
+    (index = RecBole's internal id; plain strings), and a fingerprint of each atomic file
+    the dataset was read from, so a changed or missing file is detected at load."""
+    config = dataset.config
+    folder = config["data_path"]
+    files = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith(f"{dataset.dataset_name}.") and not name.endswith((".tmp", ".pth")):
+            files[name] = file_fingerprint(os.path.join(folder, name))
+    return {
+        "user_field": dataset.uid_field,
+        "item_field": dataset.iid_field,
+        "user_tokens": [str(t) for t in dataset.field2id_token[dataset.uid_field]] if dataset.uid_field else [],
+        "item_tokens": [str(t) for t in dataset.field2id_token[dataset.iid_field]],
+        "files": files,
+    }
+
+
+def file_fingerprint(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": digest.hexdigest()}
+
+
+def check_data(record, data_path, checkpoint_path):
+    """Refuse to rebuild a checkpoint's dataset from files that are not the ones it was trained
+    on: ids are assigned by file order, so a changed file silently changes what each id means."""
+    if not record:
+        return  # written before checkpoints kept their data record
+    for name, saved in record["files"].items():
+        path = os.path.join(data_path, name)
+        if not os.path.isfile(path):
+            raise CheckpointError(
+                f"{checkpoint_path} was trained on {path}, which is gone; put that file back "
+                f"(or set data_path to the folder that holds it)"
+            )
+        now = file_fingerprint(path)
+        if now != saved:
+            raise CheckpointError(
+                f"{path} has changed since {checkpoint_path} was trained ({saved['bytes']} bytes, sha256 "
+                f"{saved['sha256'][:12]}... then; {now['bytes']} bytes, {now['sha256'][:12]}... now): ids follow "
+                "the file's order, so the model's ids would mean other users and items. Use the file it "
+                "was trained on, or retrain."
+            )

@@ -14,10 +14,14 @@ The patches ``config_layers``, ``config_defaults`` and ``device_selection``
 * :func:`decode_config` rebuilds a ``Config`` from a checkpoint's plain data.
 """
 
+import difflib
+import functools
 import os
+import warnings
 
 import recbole
 import torch
+import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
@@ -66,6 +70,28 @@ def yaml_layers(model, dataset):
     ]
 
 
+def load_config_files(original, config, file_list):
+    """RecBole's reading of the user's YAML files, one file at a time, so an error names the file."""
+    merged = {}
+    for path in file_list or []:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = yaml.load(f.read(), Loader=config.yaml_loader)
+        except yaml.YAMLError as e:
+            where = getattr(e, "problem_mark", None)
+            line = f", line {where.line + 1}" if where is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ValueError(f"config file {path}{line} is not valid YAML: {problem}") from None
+        if data is None:
+            continue  # an empty file sets nothing
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold `key: value` lines, not a {type(data).__name__}")
+        merged.update(original(config, [path]))
+    return merged
+
+
 def load_internal_config(original, config, model, model_class, dataset):
     """RecBole's internal defaults, then the plugin's YAML layers on top (see module doc)."""
     # A shadowed built-in keeps RecBole's own defaults (properties/model/<name>.yaml).
@@ -73,6 +99,46 @@ def load_internal_config(original, config, model, model_class, dataset):
     for path in yaml_layers(model, dataset):
         if os.path.isfile(path):
             config._update_internal_config_dict(path)
+
+
+# Keys RecBole reads that no properties file lists: device, multi-process runs, resuming.
+RUNTIME_KEYS = {"nproc", "world_size", "ip", "port", "offset", "checkpoint_file", "config_files", "params_file",
+                "device", "local_rank", "single_spec"}
+
+
+@functools.lru_cache(maxsize=1)
+def known_keys():
+    """Every key a RecBole or plugin YAML file sets (all models, all datasets)."""
+    keys = set(RUNTIME_KEYS)
+    folders = [os.path.join(os.path.dirname(recbole.__file__), "properties"), CONFIG_DIR]
+    for folder in folders:
+        for root, _, files in os.walk(folder):
+            for name in files:
+                if name.endswith(".yaml"):
+                    with open(os.path.join(root, name)) as f:
+                        data = yaml.safe_load(f) or {}
+                    keys |= set(data) if isinstance(data, dict) else set()
+    return keys
+
+
+def warn_unknown_keys(config):
+    """A misspelt key is silently ignored by RecBole (its default is used): name each one once."""
+    known = known_keys() | set(config.internal_config_dict) | {k for v in config.parameters.values() for k in v}
+    for key in config.external_config_dict:
+        if key in known or key in _warned:
+            continue
+        _warned.add(key)
+        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(close)}?" if close else "; no model or dataset reads it"
+        warnings.warn(f"config key '{key}' is not a RecBole or masan_recbole setting and is ignored{hint}",
+                      UserWarning, stacklevel=2)
+
+
+_warned = set()
+
+
+class ConfigTypeError(TypeError):
+    """A config value of the wrong type (a user's error, not a bug)."""
 
 
 def check_types(config):
@@ -83,16 +149,54 @@ def check_types(config):
             continue
         if isinstance(default, bool):
             ok, expected = isinstance(value, bool), "true or false"
+        elif isinstance(default, int) and key not in FRACTION_KEYS:
+            ok, expected = isinstance(value, int) and not isinstance(value, bool), "a whole number"
         elif isinstance(default, (int, float)):
             ok, expected = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
         else:
             continue
         if not ok:
-            raise TypeError(
+            raise ConfigTypeError(
                 f"config key '{key}' must be {expected} (default {default!r}), "
                 f"got {value!r} ({type(value).__name__}). Fix it in your config file, "
                 f"config_dict or command line (e.g. --{key}={default!r})."
             )
+
+
+# Integer defaults whose key may still take a fraction (a rate or a weight).
+FRACTION_KEYS = {"learning_rate", "weight_decay", "reg_weight", "A", "lr_gamma", "alpha_eps", "alpha_fixed",
+                 "initializer_range", "layer_norm_eps", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
+                 "threshold", "ahff_quantile", "ahff_dropout", "lambda", "temperature", "tau"}
+
+
+def check_settings(config):
+    """What RecBole would only find out after an epoch of training, or never."""
+    cfg = config.final_config_dict
+    length = cfg.get("MAX_ITEM_LIST_LENGTH")
+    if config.model_class.type == ModelType.SEQUENTIAL and isinstance(length, int) and length < 1:
+        raise ValueError(f"MAX_ITEM_LIST_LENGTH must be at least 1 (the items a sequence keeps), got {length}")
+    epochs = cfg.get("epochs")
+    if isinstance(epochs, int) and epochs < 0:
+        raise ValueError(f"epochs must be 0 or more, got {epochs}")
+    metric = str(cfg.get("valid_metric") or "")
+    name, _, k = metric.partition("@")
+    computed = [str(m).lower() for m in cfg.get("metrics") or []]
+    topk = cfg.get("topk") or []
+    topk = topk if isinstance(topk, list) else [topk]
+    if name.lower() not in computed or (k and (not k.isdigit() or int(k) not in topk)):
+        raise ValueError(
+            f"valid_metric '{metric}' is not one of the metrics RecBole computes here (metrics {cfg.get('metrics')}, "
+            f"topk {topk}); use e.g. --valid_metric={cfg['metrics'][0]}@{topk[0] if topk else 10}"
+            if cfg.get("metrics") else f"valid_metric '{metric}' needs metrics to compute it"
+        )
+    folder = cfg.get("checkpoint_dir")
+    if folder:
+        existing = folder
+        while existing and not os.path.isdir(existing):
+            existing = os.path.dirname(os.path.abspath(existing)) if existing != os.path.dirname(existing) else ""
+        if existing and not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"checkpoint_dir '{folder}' is not writable ({existing} is read-only); "
+                                  "set checkpoint_dir to a folder you can write to")
 
 
 def default_negatives(config):
@@ -132,6 +236,8 @@ def set_default_parameters(original, config):
     original(config)
     config.final_config_dict["data_path"] = resolve_data_path(root, config.dataset)
     load_time_field_for_ordering(config)
+    warn_unknown_keys(config)
+    check_settings(config)
 
 
 def init_device(config):

@@ -3,8 +3,8 @@
 Every file the package or its benchmarks write (checkpoints, converted datasets, result
 files) goes through :func:`write_atomic`: the content goes to a hidden temporary file in
 the same folder, is flushed to disk, and replaces the target in one rename. A kill at any
-moment leaves either the old file or the new one, and never a stray temporary file once
-the writer's ``finally`` has run.
+moment leaves either the old file or the new one; a temporary file left by a killed writer
+is removed by the next write of the same file.
 """
 
 import contextlib
@@ -22,6 +22,7 @@ def write_atomic(path, mode="w", **open_kwargs):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         with open(tmp, mode, **open_kwargs) as f:
@@ -32,6 +33,28 @@ def write_atomic(path, mode="w", **open_kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def remove_stale_temporaries(path):
+    """Temporary files of ``path`` left by writers that were killed (SIGKILL runs no ``finally``):
+    those whose process id is no longer running are removed."""
+    folder, name = os.path.split(os.path.abspath(path))
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        pid = entry[len(prefix):-len(".tmp")] if entry.startswith(prefix) and entry.endswith(".tmp") else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, entry))
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def write_text_atomic(path, text):

@@ -2,16 +2,21 @@
 and the two command-line tools (``run_recbole.py``, ``run_hyper.py``)."""
 
 import argparse
+import ast
 import logging
+import os
 import sys
 
+import recbole.data
 import torch
-from recbole.data import create_dataset, data_preparation
+from recbole.data import create_dataset
 from recbole.quick_start import objective_function, run_recbole, run_recboles
 from recbole.utils import init_logger, init_seed
 
-from masan_recbole.checkpoint import load_checkpoint
-from masan_recbole.config import decode_config
+from masan_recbole.checkpoint import CheckpointError, check_data, load_checkpoint
+from masan_recbole.config import ConfigTypeError, decode_config
+from masan_recbole.console import results_table
+from masan_recbole.files import write_atomic
 from masan_recbole.registry import get_model
 
 DEFAULT_MODEL = "MASAN"
@@ -47,13 +52,19 @@ def load_data_and_model(model_file):
     """
     state = load_checkpoint(model_file, map_location="cpu")
     config = decode_config(state["config"])
+    record = state.get("data")
+    check_data(record, config["data_path"], model_file)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = logging.getLogger()
     logger.info(config)
     dataset = create_dataset(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if record and [str(t) for t in dataset.field2id_token[dataset.iid_field]] != record["item_tokens"]:
+        raise CheckpointError(f"the items of {config['dataset']} no longer match the ids {model_file} was trained "
+                              "with (a filter or config setting changed?); load it with the settings it was trained with")
+    # looked up now: the patch layer wraps RecBole's data_preparation
+    train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(state["state_dict"])
@@ -75,8 +86,34 @@ def _hand_rest_to_recbole(parser):
     return args
 
 
-def main_run(argv=None):
-    parser = argparse.ArgumentParser(description="Train and test a model with RecBole (plugin models included).")
+# What a user's input can raise: one line and exit 2, the traceback only with --debug.
+# (A TypeError or KeyError is a bug, and keeps its traceback.)
+USER_ERRORS = (ValueError, ConfigTypeError, OSError, CheckpointError)
+
+
+def _user_errors_in_one_line(main):
+    def wrapper(argv=None):
+        argv = list(sys.argv[1:] if argv is None else argv)
+        debug = "--debug" in argv
+        argv = [a for a in argv if a != "--debug"]
+        try:
+            return main(argv)
+        except USER_ERRORS as e:
+            if debug:
+                raise
+            message = str(e).strip() or type(e).__name__
+            print(f"error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    wrapper.__doc__ = main.__doc__
+    return wrapper
+
+
+@_user_errors_in_one_line
+def main_run(argv):
+    """``run_recbole.py``: train and test one model."""
+    parser = argparse.ArgumentParser(description="Train and test a model with RecBole (plugin models included). "
+                                     "Any RecBole or plugin setting as --key=value; --debug shows tracebacks.")
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL)
     parser.add_argument("--dataset", "-d", default=DEFAULT_DATASET)
     parser.add_argument("--config_files", default=None, help='space-separated yaml files, e.g. "a.yaml b.yaml"')
@@ -85,36 +122,102 @@ def main_run(argv=None):
     parser.add_argument("--ip", default="localhost", help="address of the rank-0 machine")
     parser.add_argument("--port", default="5678")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *argv]
     args = _hand_rest_to_recbole(parser)
-    return run(args.model, args.dataset, config_file_list=_split_files(args.config_files),
-               nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
-               group_offset=args.group_offset)
+    result = run(args.model, args.dataset, config_file_list=_split_files(args.config_files),
+                 nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
+                 group_offset=args.group_offset)
+    if result:
+        print(results_table(result))
+    return result
 
 
-def main_hyper(argv=None):
+SEARCH_KINDS = {"choice": None, "uniform": 2, "loguniform": 2, "quniform": 3}
+
+
+def read_search_space(path):
+    """A hyper.test file (``name kind values`` per line) as RecBole's ``params_dict``, checked
+    line by line; values are parsed as literals, never evaluated as code."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"params_file not found: {path}")
+    space = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.split(None, 2)
+            where = f"{path}, line {lineno}"
+            if len(parts) < 3:
+                raise ValueError(f"{where}: expected `name kind values` (e.g. `learning_rate choice [0.001,0.003]`), "
+                                 f"got {line.strip()!r}")
+            name, kind, text = parts
+            if kind not in SEARCH_KINDS:
+                raise ValueError(f"{where}: kind {kind!r} is not one of {', '.join(SEARCH_KINDS)}")
+            text = text.strip()
+            try:
+                value = ast.literal_eval(text if kind == "choice" else f"[{text}]")
+            except (ValueError, SyntaxError):
+                raise ValueError(f"{where}: {text!r} is not a list of values (e.g. [0.001,0.003] for choice, "
+                                 "-8,0 for loguniform)") from None
+            if kind == "choice" and (not isinstance(value, list) or not value):
+                raise ValueError(f"{where}: choice needs a non-empty list such as [0.001,0.003], got {text!r}")
+            if kind != "choice" and (len(value) != SEARCH_KINDS[kind]
+                                     or not all(isinstance(v, (int, float)) for v in value)):
+                names = "low,high" + (",q" if kind == "quniform" else "")
+                raise ValueError(f"{where}: {kind} needs {names} as numbers, got {text!r}")
+            space.setdefault(kind, {})[name] = value
+    if not space:
+        raise ValueError(f"{path} defines no parameter to search (lines `name kind values`)")
+    return space
+
+
+def _plain(result):
+    return {k: float(v) for k, v in (result or {}).items()}
+
+
+@_user_errors_in_one_line
+def main_hyper(argv):
+    """``run_hyper.py``: hyper-parameter search with hyperopt."""
     from recbole.trainer import HyperTuning
+    from recbole.utils import dict2str
 
-    parser = argparse.ArgumentParser(description="Hyper-parameter search with hyperopt (RecBole's HyperTuning).")
+    parser = argparse.ArgumentParser(description="Hyper-parameter search with hyperopt (RecBole's HyperTuning). "
+                                     "--debug shows tracebacks.")
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL)
     parser.add_argument("--dataset", "-d", default=DEFAULT_DATASET)
     parser.add_argument("--params_file", required=True, help="hyper.test file: `name choice [..]` / loguniform / uniform / quniform")
     parser.add_argument("--config_files", default=None)
     parser.add_argument("--output_file", default="hyper_result.txt")
     parser.add_argument("--algo", choices=["exhaustive", "random", "bayes"], default="exhaustive")
-    parser.add_argument("--max_evals", type=int, default=100, help="trials for random/bayes")
+    parser.add_argument("--max_evals", type=int, default=None,
+                        help="trials at most (random/bayes default 100; exhaustive: the first N grid points)")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without progress")
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
+    sys.argv = [sys.argv[0], *argv]
     args = _hand_rest_to_recbole(parser)
+    if args.max_evals is not None and args.max_evals < 1:
+        raise ValueError(f"--max_evals must be at least 1, got {args.max_evals}")
     fixed = {"model": args.model, "dataset": args.dataset}
+    with write_atomic(args.output_file):
+        pass  # starts the results file empty; each trial is appended as it finishes
 
     def objective(config_dict, config_file_list):
-        return objective_function({**fixed, **config_dict}, config_file_list)
+        result = objective_function({**fixed, **config_dict}, config_file_list)
+        # plain numbers, so every printed result reads 0.1234, not np.float64(0.1234)
+        result.update(best_valid_score=float(result["best_valid_score"]),
+                      best_valid_result=_plain(result["best_valid_result"]), test_result=_plain(result["test_result"]))
+        with open(args.output_file, "a") as f:  # kept even if the search is interrupted
+            f.write(HyperTuning.params2str(config_dict) + "\n"
+                    + "Valid result:\n" + dict2str(result["best_valid_result"]) + "\n"
+                    + "Test result:\n" + dict2str(result["test_result"]) + "\n\n")
+        return result
 
-    tuner = HyperTuning(objective, algo=args.algo, max_evals=args.max_evals, early_stop=args.early_stop,
-                        params_file=args.params_file, fixed_config_file_list=_split_files(args.config_files))
+    tuner = HyperTuning(objective, algo=args.algo, max_evals=args.max_evals or 100, early_stop=args.early_stop,
+                        params_dict=read_search_space(args.params_file),
+                        fixed_config_file_list=_split_files(args.config_files))
+    if args.max_evals is not None and args.max_evals < tuner.max_evals:
+        if args.algo == "exhaustive":
+            print(f"exhaustive search: the first {args.max_evals} of {tuner.max_evals} grid points (--max_evals)")
+        tuner.max_evals = args.max_evals
     tuner.run()
     tuner.export_result(output_file=args.output_file)
     print("best params:", tuner.best_params)

@@ -12,6 +12,7 @@ sequence (a session) instead.
 import argparse
 import csv
 import json
+import logging
 import sys
 
 import torch
@@ -25,6 +26,9 @@ COLUMNS = ("user", "rank", "item", "score")
 
 def _internal_ids(dataset, field, tokens, what):
     table = dataset.field2token_id[field]
+    padding = [t for t in tokens if table.get(str(t)) == 0]
+    if padding:
+        raise ValueError(f"{padding[0]!r} is RecBole's padding token, not a {what} id; give real {what} ids")
     unknown = [t for t in tokens if str(t) not in table]
     if unknown:
         raise ValueError(
@@ -64,10 +68,17 @@ class Recommender:
     """A checkpoint loaded once; :meth:`top_k` answers many requests."""
 
     def __init__(self, checkpoint, device=None):
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--device {device} was asked for but CUDA is not available here; use --device cpu")
         self.config, self.model, self.dataset, *_ = load_data_and_model(checkpoint)
         if getattr(self.model, "ITEM_SEQ", None) is None:
             raise ValueError(f"{self.config['model']} is not a sequential model; recommend serves sequential models")
-        self.device = torch.device(device) if device else self.config["device"]
+        self.device = device or self.config["device"]
         self.model.to(self.device).eval()
         self.item_tokens = self.dataset.field2id_token[self.dataset.iid_field]
 
@@ -85,8 +96,18 @@ class Recommender:
             names = [f"session-{n}" for n in range(len(sequences))]
         if any(len(seq) == 0 for seq in sequences):
             raise ValueError("every sequence needs at least one item")
-        if not 0 < k < len(self.item_tokens):
-            raise ValueError(f"k must be between 1 and {len(self.item_tokens) - 1} (the number of items)")
+        n_items = len(self.item_tokens) - 1  # id 0 is padding
+        if not 0 < k <= n_items:
+            raise ValueError(f"k must be between 1 and {n_items} (the number of items), got {k}")
+        if exclude_history:
+            eligible = n_items - max(len(set(seq)) for seq in sequences)
+            if eligible < 1:
+                raise ValueError("--exclude-history leaves no item to recommend: a history holds every item")
+            if k > eligible:
+                logging.getLogger("masan_recbole").warning(
+                    f"k={k} is more than the {eligible} items left after excluding the longest history; "
+                    f"returning {eligible} per sequence")
+                k = eligible
 
         rows = []
         for start in range(0, len(sequences), batch_size):

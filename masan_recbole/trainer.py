@@ -8,6 +8,9 @@ decays), ``lr_gamma`` (factor per decay). The schedule steps once per training
 epoch, is saved in checkpoints and restored on resume; the epoch log shows the rate.
 """
 
+import os
+from collections import OrderedDict
+
 import torch
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import set_color
@@ -59,12 +62,17 @@ def save_checkpoint(trainer, epoch, verbose=True, **kwargs):
     if not config["single_spec"] and config["local_rank"] != 0:
         return
     path = kwargs.pop("saved_model_file", trainer.saved_model_file)
+    # RecBole saves a new best before it stores its result: take it from the validation just run.
+    best_result = trainer.best_valid_result
+    latest = getattr(trainer, "latest_valid", None)
+    if latest is not None and latest[0] == trainer.best_valid_score:
+        best_result = latest[1]
     state = {
         "config": checkpoint.encode_config(config),
         "epoch": epoch,
         "cur_step": trainer.cur_step,
         "best_valid_score": float(trainer.best_valid_score),
-        "best_valid_result": checkpoint.plain_metrics(trainer.best_valid_result),
+        "best_valid_result": checkpoint.plain_metrics(best_result),
         "state_dict": trainer.model.state_dict(),
         "other_parameter": trainer.model.other_parameter(),
         "optimizer": trainer.optimizer.state_dict(),
@@ -73,6 +81,8 @@ def save_checkpoint(trainer, epoch, verbose=True, **kwargs):
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
     state["rng"] = checkpoint.rng_state(getattr(trainer, "train_generator", None))
+    state["data"] = getattr(trainer, "data_record", None)
+    state["finished"] = False
     checkpoint.save_checkpoint(state, path)
     if verbose:
         trainer.logger.info(set_color("Saving current", "blue") + f": {path}")
@@ -82,11 +92,27 @@ def resume_checkpoint(trainer, resume_file):
     """Restore model, optimiser, scheduler, epoch, best score and (at ``fit``) every random state."""
     resume_file = str(resume_file)
     state = checkpoint.load_checkpoint(resume_file, map_location=trainer.device)
-    saved_model = state["config"].get("model")
-    if saved_model != trainer.config["model"]:
+    saved = state["config"]
+    if saved.get("model") != trainer.config["model"]:
         raise checkpoint.CheckpointError(
             f"cannot resume {trainer.config['model']} from {resume_file}: it was written "
-            f"by model {saved_model}. Resume with --model={saved_model}."
+            f"by model {saved.get('model')}. Resume with --model={saved.get('model')}."
+        )
+    if saved.get("dataset") != trainer.config["dataset"]:
+        raise checkpoint.CheckpointError(
+            f"cannot resume on dataset {trainer.config['dataset']} from {resume_file}: it was trained on "
+            f"{saved.get('dataset')}. Resume with --dataset={saved.get('dataset')}."
+        )
+    ours = trainer.model.state_dict()
+    changed = [f"{k} {tuple(v.shape)} (now {tuple(ours[k].shape)})" for k, v in state["state_dict"].items()
+               if k in ours and ours[k].shape != v.shape]
+    if changed:
+        keys = [k for k in saved if k in trainer.config.final_config_dict and saved[k] != trainer.config[k]
+                and not isinstance(saved[k], dict) and k not in ("checkpoint_file", "device", "gpu_id")]
+        raise checkpoint.CheckpointError(
+            f"cannot resume from {resume_file}: the model's shapes differ from the checkpoint's "
+            f"({'; '.join(changed[:3])}). Settings that differ: {', '.join(keys[:6]) or 'none'}; "
+            "resume with the settings it was trained with."
         )
     trainer.saved_model_file = resume_file
     trainer.start_epoch = state["epoch"] + 1
@@ -100,25 +126,63 @@ def resume_checkpoint(trainer, resume_file):
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     trainer.resumed_from = resume_file
+    trainer.resumed_finished = state.get("finished") or None
     trainer.resumed_rng = state.get("rng")  # applied when fit() has the dataloader
     trainer.logger.info(f"Checkpoint loaded. Resume training from epoch {trainer.start_epoch}")
 
 
-def fit_resuming(original_fit, trainer, train_data, *args, **kwargs):
-    """RecBole's ``fit``, resuming first when ``checkpoint_file`` is set (any entry point)."""
+def remember_valid_result(original_valid_epoch, trainer, valid_data, *args, **kwargs):
+    """RecBole's ``_valid_epoch``; its (score, result) is kept for :func:`save_checkpoint`."""
+    score, result = original_valid_epoch(trainer, valid_data, *args, **kwargs)
+    trainer.latest_valid = (score, result)
+    return score, result
+
+
+def fit_resuming(original_fit, trainer, train_data, valid_data=None, verbose=True, saved=True, *args, **kwargs):
+    """RecBole's ``fit``, resuming first when ``checkpoint_file`` is set (any entry point).
+
+    The checkpoint of a run that ends is marked finished, with the reason. A run that early
+    stopping ended is not trained again, nor one whose epochs are all done (RecBole would
+    overwrite its checkpoint with epoch -1, and the next resume would silently start from
+    scratch); one resumed with more ``epochs`` than it ran goes on."""
     resume_from = trainer.config["checkpoint_file"]
     if resume_from and getattr(trainer, "resumed_from", None) is None:
         trainer.resume_checkpoint(resume_from)
+    finished = getattr(trainer, "resumed_finished", None)
+    if finished == "early_stopping" or (finished and trainer.start_epoch >= trainer.epochs):
+        trainer.logger.info(
+            f"{trainer.resumed_from} is a finished run ({finished.replace('_', ' ')}; best validation score "
+            f"{trainer.best_valid_score:.4f}); nothing to train. Start a new run without checkpoint_file to "
+            "train again." + (" Set a larger epochs to train it longer." if finished == "last_epoch" else "")
+        )
+        return trainer.best_valid_score, trainer.best_valid_result
     trainer.train_generator = getattr(train_data, "generator", None)
+    trainer.data_record = checkpoint.data_record(train_data._dataset)
     if getattr(trainer, "resumed_rng", None):
         # Training goes on exactly as if it had never stopped.
         checkpoint.set_rng_state(trainer.resumed_rng, trainer.train_generator)
-    return original_fit(trainer, train_data, *args, **kwargs)
+    result = original_fit(trainer, train_data, valid_data, verbose, saved, *args, **kwargs)
+    if saved and (trainer.config["single_spec"] or trainer.config["local_rank"] == 0):
+        # RecBole's early stopping ends a run once cur_step exceeds stopping_step.
+        mark_finished(trainer.saved_model_file,
+                      "early_stopping" if trainer.cur_step > trainer.stopping_step else "last_epoch")
+    return result
+
+
+def mark_finished(path, reason):
+    """Record in the checkpoint of a run that has ended why it ended (content otherwise unchanged)."""
+    if not os.path.isfile(path):
+        return
+    state = checkpoint.load_checkpoint(path)
+    state["finished"] = reason
+    state.pop("format"), state.pop("checksum", None)
+    checkpoint.save_checkpoint(state, path)
 
 
 def evaluate_from_checkpoint(original_evaluate, trainer, eval_data, load_best_model=True, model_file=None,
                              show_progress=False):
-    """RecBole's ``evaluate``; the best model is read with ``weights_only=True``."""
+    """RecBole's ``evaluate``; the best model is read with ``weights_only=True``, and the result
+    holds plain floats (printed as 0.1234, not np.float64(0.1234))."""
     if load_best_model and eval_data:
         path = model_file or trainer.saved_model_file
         if not trainer.config["single_spec"]:
@@ -127,7 +191,8 @@ def evaluate_from_checkpoint(original_evaluate, trainer, eval_data, load_best_mo
         trainer.model.load_state_dict(state["state_dict"])
         trainer.model.load_other_parameter(state.get("other_parameter"))
         trainer.logger.info(f"Loading model structure and parameters from {path}")
-    return original_evaluate(trainer, eval_data, load_best_model=False, show_progress=show_progress)
+    result = original_evaluate(trainer, eval_data, load_best_model=False, show_progress=show_progress)
+    return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
 
 
 def check_nan(trainer, loss):

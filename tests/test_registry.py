@@ -63,7 +63,8 @@ def test_bpr_gets_negatives_unless_the_user_says_otherwise(tiny_config):
 
 @pytest.mark.parametrize("key,value,expected", [
     ("learning_rate", "fast", "must be a number"),
-    ("epochs", "10x", "must be a number"),
+    ("epochs", "10x", "must be a whole number"),
+    ("epochs", 1.5, "must be a whole number"),
     ("show_progress", 1, "must be true or false"),
 ])
 def test_wrong_config_types_are_named(tiny_config, key, value, expected):

@@ -128,7 +128,8 @@ def test_converted_files_load_in_recbole_with_one_item_vocabulary(tmp_path):
     source = write_srgnn(str(tmp_path / "src"))
     convert("diginetica", source, str(tmp_path / "data"), valid_fraction=0.25)
     config = Config(model="SR-SAN", dataset="diginetica",
-                    config_dict={"data_path": str(tmp_path / "data"), "state": "WARNING"})
+                    config_dict={"data_path": str(tmp_path / "data"), "state": "WARNING",
+                                 "topk": [5], "valid_metric": "MRR@5"})  # 5 items: top-20 lists cannot fill
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     assert dataset.num("item_id") == 6  # items 1..5 + padding

@@ -11,13 +11,10 @@ layers, and of the last hybrid layer's output. Padded positions are zeroed first
 
 import argparse
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from masan_recbole.quick_start import load_data_and_model  # noqa: E402
+from masan_recbole.analysis import pyplot
+from masan_recbole.quick_start import load_data_and_model
 
 
 def collect_sequences(model, test_data, limit):
@@ -54,6 +51,7 @@ def plot(model, curves, out, title):
     strength = model.fourier_smoothing.strength
     lags = torch.arange(model.max_seq_length, dtype=torch.float64)
     kernel = (1 - a) * a**lags
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.bar(lags.numpy(), kernel.numpy(), width=0.8)
     left.set(xlabel="items back (j)", ylabel="weight (1−a)·aʲ",
@@ -76,6 +74,10 @@ def main(argv=None):
     parser.add_argument("--out", default="asrec_spectrum.png", help="PNG to write")
     parser.add_argument("--sequences", type=int, default=1024, help="test sequences to average over")
     args = parser.parse_args(argv)
+    try:
+        pyplot()
+    except ImportError as e:
+        parser.exit(2, f"error: {e}\n")
     config, model, _, _, _, test_data = load_data_and_model(args.checkpoint)
     if not hasattr(model, "fourier_smoothing"):
         parser.error(f"{args.checkpoint} holds a {config['model']} model, not ASRec")

@@ -11,13 +11,10 @@ out of the fraction), and α of padding positions is left out too.
 
 import argparse
 
-import matplotlib
 import torch
 
-matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
-
-from masan_recbole.quick_start import load_data_and_model  # noqa: E402
+from masan_recbole.analysis import pyplot
+from masan_recbole.quick_start import load_data_and_model
 
 
 def attention_summary(model, data, max_batches=None):
@@ -48,6 +45,7 @@ def attention_summary(model, data, max_batches=None):
 
 
 def plot_summary(summary, out, title=""):
+    plt = pyplot()
     fig, (ax_alpha, ax_zero) = plt.subplots(1, 2, figsize=(10, 4))
     for i, layer in enumerate(summary):
         ax_alpha.hist(layer["alpha"].numpy(), bins=40, range=(1.0, 2.0), alpha=0.6, label=f"layer {i}")
@@ -81,6 +79,10 @@ def main(argv=None):
     parser.add_argument("--out", default="masan_attention.png", help="PNG file to write")
     parser.add_argument("--max_batches", type=int, default=None, help="analyse only the first test batches")
     args = parser.parse_args(argv)
+    try:
+        pyplot()
+    except ImportError as e:
+        parser.exit(2, f"error: {e}\n")
     summary = analyse(args.checkpoint, args.out, args.max_batches)
     for i, layer in enumerate(summary):
         alpha = layer["alpha"]

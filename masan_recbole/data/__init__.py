@@ -7,6 +7,7 @@ docstring describes it in ``python -m masan_recbole.data list``. Add a data set
 by adding an entry.
 """
 
+import difflib
 import os
 
 from masan_recbole.data import sequential, sessions
@@ -21,14 +22,48 @@ CONVERTERS = {
 }
 
 
+# Where each data set's original files sit in this project's workspace (README of ../shared/datasets);
+# a user passes whatever folder holds the downloaded files.
+SOURCE_FOLDERS = {
+    "diginetica": "diginetica", "yoochoose1_64": "yoochoose/yoochoose1_64", "yoochoose1_4": "yoochoose",
+    "tmall": "tmall",
+    "nowplaying": "nowplaying", "beauty": "amazon-beauty", "sports": "amazon-sports-outdoors",
+    "toys": "amazon-toys-games", "yelp-s3rec": "yelp", "lastfm": "lastfm", "video-games": "amazon-video-games",
+    "ml-1m-gsasrec": "ml-1m",
+}
+SHARED_DATASETS = os.path.join("..", "shared", "datasets")
+
+
+def closest_converter(name):
+    """The converter called ``name``, or the one whose name is closest (``yelp`` -> ``yelp-s3rec``), or None."""
+    if name in CONVERTERS:
+        return name
+    prefixed = [n for n in sorted(CONVERTERS) if n.startswith(name) or name.startswith(n)]
+    close = prefixed or difflib.get_close_matches(name, sorted(CONVERTERS), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def convert_command(name, to="dataset"):
+    """The command that writes data set ``name`` (see :func:`closest_converter`), or None."""
+    found = closest_converter(name)
+    if found is None:
+        return None
+    shared = os.path.join(SHARED_DATASETS, SOURCE_FOLDERS.get(found, found))
+    source = shared if os.path.isdir(shared) else f"<folder with the {found} files>"
+    target = "" if os.path.normpath(to) == "dataset" else f" --to {to}"
+    return f"python -m masan_recbole.data convert {found} --from {source}{target}"
+
+
 def convert(name, source, to="dataset", valid_fraction=0.1):
     """Convert the files in ``source`` (a folder; a file for the sequential converters) into
     ``<to>/<name>/``; return the converter's counts."""
     if name not in CONVERTERS:
-        raise ValueError(f"no converter for '{name}'; known: {', '.join(sorted(CONVERTERS))}")
+        close = closest_converter(name)
+        hint = f"did you mean '{close}'? " if close else ""
+        raise ValueError(f"no converter for '{name}'; {hint}known: {', '.join(sorted(CONVERTERS))}")
     if not os.path.exists(source):
         raise FileNotFoundError(f"source not found: {source}")
     return CONVERTERS[name](source, os.path.join(to, name), name, valid_fraction=valid_fraction)
 
 
-__all__ = ["CONVERTERS", "convert", "sequential", "sessions"]
+__all__ = ["CONVERTERS", "closest_converter", "convert", "convert_command", "sequential", "sessions"]

@@ -2,6 +2,7 @@
 python -m masan_recbole.data list"""
 
 import argparse
+import os
 import pickle
 import sys
 
@@ -32,6 +33,10 @@ def main(argv=None):
         parser.exit(2, f"error: {error}\n")
     for key, value in stats.items():
         print(f"{key:15} {value:,}" if isinstance(value, int) else f"{key:15} {', '.join(value)}")
+    folder = os.path.join(args.to, args.name)
+    data_path = "" if os.path.normpath(args.to) == "dataset" else f" --data_path={args.to}"
+    print(f"wrote {', '.join(sorted(os.listdir(folder)))} to {folder}/")
+    print(f"next: python run_recbole.py --dataset={args.name}{data_path}")
     return 0
 
 

@@ -134,7 +134,10 @@ def write_inter(folder, name, sequences):
 
 def _convert(read, source, folder, name, dataset_folder, subfolder, filename):
     path = find_input(source, dataset_folder, subfolder, filename)
-    stats = write_inter(folder, name, read(path))
+    sequences = read(path)
+    if not sequences:
+        raise ValueError(f"{path} holds no sequences (the file is empty); nothing was written")
+    stats = write_inter(folder, name, sequences)
     stats["source"] = [path]
     return stats
 

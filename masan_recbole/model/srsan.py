@@ -41,6 +41,9 @@ class SRSAN(ItemScoringRecommender):
         self.dedup_items = config["dedup_items"]
         self.init_mode = config["init_mode"]
         self.initializer_range = config["initializer_range"]
+        if d % config["n_heads"]:
+            raise ValueError(f"hidden_size {d} must be a multiple of n_heads {config['n_heads']} "
+                             "(each head gets hidden_size / n_heads dimensions)")
         self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)
         layer = nn.TransformerEncoderLayer(
             d_model=d,
@@ -67,6 +70,11 @@ class SRSAN(ItemScoringRecommender):
                     nn.init.zeros_(module.in_proj_bias)
         else:
             raise ValueError(f"init_mode '{self.init_mode}' is not one of ['normal', 'uniform']")
+
+    def padding_dependence(self):
+        if self.use_padding_mask:
+            return None
+        return "with use_padding_mask: false every click attends to the padding too; set use_padding_mask: true"
 
     def encode(self, item_seq, item_seq_len):
         """States of the clicks [B,L',d], L' = the batch's longest session: the files pad every

@@ -6,8 +6,8 @@ from recbole.data.dataset import dataset as dataset_module
 from recbole.trainer import trainer as trainer_module
 from recbole.trainer.trainer import Trainer
 
-from masan_recbole import atomic, config, registry, trainer
-from masan_recbole.data import all_positions
+from masan_recbole import atomic, config, console, registry, trainer
+from masan_recbole.data import all_positions, bucketing, checks
 from masan_recbole.patches.tools import replace, wrap
 
 
@@ -22,6 +22,10 @@ def model_registry():
             replace("model_registry", module, "get_model", registry.get_model)
         if hasattr(module, "get_trainer"):
             replace("model_registry", module, "get_trainer", registry.get_trainer)
+
+
+def config_files():
+    wrap("config_files", Config, "_load_config_files", config.load_config_files)
 
 
 def config_layers():
@@ -47,6 +51,24 @@ def ddp_on_cpu():
     wrap("ddp_on_cpu", trainer_module, "DistributedDataParallel", _ddp)
 
 
+def dataset_checks():
+    import recbole.data
+    from recbole.data import utils as data_utils
+    from recbole.quick_start import quick_start
+
+    for module in (recbole.data, data_utils, quick_start):
+        wrap("dataset_checks", module, "data_preparation", checks.prepare_checked)
+
+
+def quiet_console():
+    import recbole.utils
+    from recbole.quick_start import quick_start
+    from recbole.utils import logger
+
+    for module in (recbole.utils, logger, quick_start):
+        wrap("quiet_console", module, "init_logger", console.quiet_console_handlers)
+
+
 def spawning_run():
     import recbole.quick_start
     from recbole.quick_start import quick_start
@@ -66,6 +88,7 @@ def safe_checkpoints():
     wrap("safe_checkpoints", Trainer, "__init__", trainer.name_run_file)
     replace("safe_checkpoints", Trainer, "_save_checkpoint", trainer.save_checkpoint)
     wrap("safe_checkpoints", Trainer, "evaluate", trainer.evaluate_from_checkpoint)
+    wrap("safe_checkpoints", Trainer, "_valid_epoch", trainer.remember_valid_result)
     for module in (recbole.quick_start, quick_start):
         replace("safe_checkpoints", module, "load_data_and_model", load_data_and_model)
 
@@ -94,3 +117,13 @@ def all_position_batches():
 
     for module in (recbole.data, data_utils, quick_start):
         wrap("all_position_batches", module, "data_preparation", all_positions.data_preparation)
+
+
+def length_bucketing():
+    import recbole.data
+    from recbole.data import utils as data_utils
+    from recbole.trainer.trainer import AbstractTrainer
+
+    for module in (recbole.data, data_utils):
+        wrap("length_bucketing", module, "get_dataloader", bucketing.get_dataloader)
+    wrap("length_bucketing", AbstractTrainer, "__init__", bucketing.refuse_padding_dependent_models)

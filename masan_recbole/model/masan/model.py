@@ -23,6 +23,11 @@ class MASAN(ItemScoringRecommender):
         d = config["hidden_size"]
         self.global_pref = config["global_pref"]
         self.attn_padding_mask = config["attn_padding_mask"]
+        if not isinstance(config["k_interests"], int) or config["k_interests"] < 1:
+            raise ValueError(f"k_interests must be a whole number >= 1 (the interests items are pooled into), "
+                             f"got {config['k_interests']!r}")
+        if d % config["n_heads"]:
+            raise ValueError(f"hidden_size {d} must be a multiple of n_heads {config['n_heads']}")
         if self.global_pref not in GLOBAL_PREFS:
             raise ValueError(f"global_pref '{self.global_pref}' is not one of {list(GLOBAL_PREFS)}")
         # The logged counts need L+1 position rows; only the first L are ever looked up.
