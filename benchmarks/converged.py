@@ -205,11 +205,13 @@ def main(argv=None):
     parser.add_argument("--all", action="store_true", help="every pending run of the matrix, in order")
     parser.add_argument("--list", action="store_true", help="the matrix and which runs are done")
     parser.add_argument("--datasets", nargs="*", help="with --all/--list: only these datasets")
+    parser.add_argument("--models", nargs="*", help="with --all/--list: only these models")
     parser.add_argument("--matrix", default=MATRIX)
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    runs = [r for r in load_matrix(args.matrix) if not args.datasets or r[0] in args.datasets]
+    runs = [r for r in load_matrix(args.matrix)
+            if (not args.datasets or r[0] in args.datasets) and (not args.models or r[1] in args.models)]
     if args.list:
         for dataset, model, seed, _ in runs:
             name = run_name(model, dataset, seed)
