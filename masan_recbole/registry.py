@@ -9,14 +9,12 @@ staying reachable as ``RecBole`` + its name (``RecBoleSASRec``).
 
 import difflib
 import importlib
-import logging
 from dataclasses import dataclass
 
 from recbole.utils.utils import get_trainer as recbole_get_trainer
 
 from masan_recbole.trainer import Trainer
 
-logger = logging.getLogger("masan_recbole")
 
 BUILTIN_PREFIX = "RecBole"
 RECBOLE_MODEL_KINDS = (
@@ -88,15 +86,7 @@ def get_model(name):
     if not isinstance(name, str):
         raise TypeError(f"model must be a name (str), got {type(name).__name__}")
     if name in _MODELS:
-        cls = _MODELS[name].cls
-        if name not in _shadow_checked:
-            _shadow_checked.add(name)
-            if _builtin_model(cls.__name__) is not None:
-                logger.info(
-                    f"masan_recbole: model '{name}' is the plugin's implementation; "
-                    f"RecBole's built-in one is available as '{BUILTIN_PREFIX}{name}'"
-                )
-        return cls
+        return _MODELS[name].cls
     builtin = builtin_name(name)
     if builtin:
         cls = _builtin_model(builtin)
@@ -113,6 +103,18 @@ def get_model(name):
         f"Unknown model '{name}'.{hint} Plugin models: {', '.join(plugin_models())}"
         f" (RecBole's own: {', '.join(shadows)}); RecBole built-ins: {', '.join(available[len(plugin_models()):])}."
     )
+
+
+def shadow_note(cls):
+    """Once per process and class: the line saying that the plugin's model replaces RecBole's
+    model of the same name, or None. (Logged when the model is built: the first lookup comes
+    before RecBole has set up its logger.)"""
+    name = cls.__name__
+    if name in _shadow_checked or name not in _MODELS or _builtin_model(name) is None:
+        return None
+    _shadow_checked.add(name)
+    return (f"masan_recbole: model '{name}' is the plugin's implementation; "
+            f"RecBole's built-in one is available as '{BUILTIN_PREFIX}{name}'")
 
 
 def is_plugin_model(name):

@@ -402,6 +402,15 @@ def test_converter_input_errors_name_file_and_line(content, message, tmp_path):
     assert not (tmp_path / "out" / "beauty" / "beauty.inter").exists()
 
 
+def test_session_text_errors_name_file_and_line(tmp_path):
+    from masan_recbole.data import convert
+
+    (tmp_path / "train_sessions.txt").write_text("1 2 3\n4 x\n")
+    (tmp_path / "test_sessions.txt").write_text("1 2\n")
+    with pytest.raises(ValueError, match=r"train_sessions.txt, line 2: 'x' is not an integer item id"):
+        convert("diginetica", str(tmp_path), to=str(tmp_path / "out"))
+
+
 def test_the_convert_command_exits_2_with_the_reason(tmp_path):
     from masan_recbole.data.__main__ import main
 
@@ -454,6 +463,7 @@ def test_run_hyper_honours_max_evals_and_keeps_each_trial(data_root, tmp_path):
     assert "the first 2 of 6 grid points" in proc.stdout
     assert out.read_text().count("Valid result:") == 2
     assert "np.float64" not in proc.stdout
+    assert "session" not in (proc.stdout + proc.stderr).lower()  # ray's "Session not detected" warnings
 
 
 

@@ -37,6 +37,8 @@ def test_run_recbole_cli_trains_and_tests(data_root, tmp_path):
     (log,) = [os.path.join(folder, f) for folder, _, files in os.walk(tmp_path / "log") for f in files]
     assert "hidden_size = 16" in open(log).read() and "hidden_size = 16" not in out
     assert "epoch 0 training" in out and "np.float64" not in out and len(out.splitlines()) < 40
+    assert out.count("model 'SASRec' is the plugin's implementation; RecBole's built-in one is available as "
+                     "'RecBoleSASRec'") == 1
 
 
 def logged_test_metric(log, name="hit@10"):

@@ -59,8 +59,17 @@ def _check_sessions(sessions, path):
 
 def _read_text_sessions(path):
     opener = gzip.open if path.endswith(".gz") else open
+    sessions = []
     with opener(path, "rt") as f:
-        sessions = [[int(i) for i in line.split()] for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            bad = next((t for t in tokens if not (t.isascii() and t.isdigit())), None)
+            if bad is not None:
+                raise ValueError(f"{path}, line {number}: '{bad}' is not an integer item id "
+                                 "(one session per line, item ids separated by spaces)")
+            sessions.append([int(t) for t in tokens])
     return _check_sessions(sessions, path)
 
 

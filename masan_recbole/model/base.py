@@ -2,6 +2,7 @@
 all-position training for causal models, mixed precision and ``torch.compile``."""
 
 import contextlib
+import logging
 import math
 
 import torch
@@ -9,6 +10,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
+
+from masan_recbole.registry import shadow_note
 
 LOSSES = ("CE", "BPR", "SSM")
 SSM_SAMPLERS = ("uniform", "in_batch")
@@ -41,6 +44,9 @@ class ItemScoringRecommender(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        note = shadow_note(type(self))
+        if note:
+            logging.getLogger().info(note)
         self.loss_type = config["loss_type"]
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type '{self.loss_type}' is not one of {list(LOSSES)}")

@@ -90,6 +90,36 @@ def quiet_known_warnings():
     warnings.filterwarnings("ignore", message="__array_wrap__ must accept context", category=DeprecationWarning)
 
 
+def _in_ray_session():
+    try:
+        from ray.air._internal.session import _get_session
+    except ImportError:  # no ray, or one without sessions
+        return False
+    return _get_session(warn=False) is not None
+
+
+class _TuneReportingInSessionsOnly:
+    """ray.tune whose ``report`` does nothing outside a Ray Tune trial: RecBole's
+    objective_function reports every hyperopt trial, and ray then warns with a stack trace."""
+
+    def __init__(self, tune):
+        self._tune = tune
+
+    def __getattr__(self, name):
+        return getattr(self._tune, name)
+
+    def report(self, **metrics):
+        if _in_ray_session():
+            return self._tune.report(**metrics)
+        return None
+
+
+def ray_report_in_sessions_only():
+    from recbole.quick_start import quick_start
+
+    replace("ray_report_in_sessions_only", quick_start, "tune", _TuneReportingInSessionsOnly(quick_start.tune))
+
+
 class _RandomWithGenerator:
     """numpy.random, except that ``RandomState(seed)`` returns a ``Generator``."""
 
