@@ -169,10 +169,7 @@ def scores_by_user(model, loader):
 @pytest.mark.parametrize("model_name, overrides", [
     ("SASRec", {}),
     ("SR-SAN", {"dropout_prob": 0.1, "lr_scheduler": None}),
-    pytest.param("MASAN", {"attn_padding_mask": True, "k_interests": 4}, marks=pytest.mark.xfail(strict=True, reason=(
-        "MASAN.padding_dependence() says None with attn_padding_mask: true, but its decoupled position "
-        "attention (LightSANs') normalises over all L positions and adds the padding positions' values, "
-        "so its scores change when a batch is cut; the model, or its padding_dependence(), must change"))),
+    ("MASAN", {"attn_padding_mask": True, "k_interests": 4}),
 ])
 def test_trained_model_scores_the_same_with_and_without_bucketing(tiny_config, model_name, overrides):
     cfg = dict(tiny_config, epochs=1, eval_batch_size=32, MAX_ITEM_LIST_LENGTH=30, **overrides)

@@ -157,12 +157,14 @@ def test_adaptive_alpha_reproduces_entmax15_and_sparsemax(logit, alpha, referenc
     assert (fixed - expected).abs().max() < 1e-5
 
 
-def test_default_bisection_steps_match_fifty():
+def test_the_default_step_bound_reaches_the_converged_output():
+    # long sequences and alpha near 1 need the most Newton steps; 24 must already be converged
     scores, x, valid = scores_and_states(scale=3.0, length=150, k=20)
     for alpha in (1.02, 1.2, 1.5, 1.9):
         default, _ = normaliser(mode="fixed", alpha_fixed=alpha)(scores, x, valid)
         fifty, _ = normaliser(mode="fixed", alpha_fixed=alpha, n_iter=50)(scores, x, valid)
         assert (default - fifty).abs().max() < 1e-6
+        assert (default.sum(-2) - 1).abs().max() < 1e-5
 
 
 def test_alpha_stays_in_range_and_ignores_padding():
@@ -266,3 +268,105 @@ def test_analysis_plots_a_trained_checkpoint(tiny_config, tmp_path):
     for layer in summary:
         assert ((layer["alpha"] >= 1 + DEFAULTS["alpha_eps"]) & (layer["alpha"] <= 2)).all()
         assert 0 <= layer["zero_fraction"] <= 1
+
+
+# α-entmax by Newton's method (masan_recbole/model/masan/entmax.py) against the entmax package's bisection,
+# which AdaptiveEntmax called before.
+
+from entmax import entmax_bisect  # noqa: E402
+
+from masan_recbole.model.masan.entmax import entmax_newton  # noqa: E402
+from masan_recbole.model.masan.entmax_attention import MASKED_SCORE  # noqa: E402
+
+
+def entmax_inputs(dtype, batch=40, length=50, k=20, seed=0):
+    """Scores [B,2,L,k] of spreads 0.01 to 10 with a few masked positions, and α [B,1,1,1] over [1.01, 2]
+    (both ends included)."""
+    generator = torch.Generator().manual_seed(seed)
+    spread = torch.tensor([0.01, 0.3, 1.0, 3.0, 10.0]).repeat(batch)[:batch, None, None, None]
+    scores = torch.randn(batch, 2, length, k, generator=generator) * spread
+    scores[::3, :, -length // 5:] = MASKED_SCORE
+    alpha = 1.01 + 0.99 * torch.rand(batch, 1, 1, 1, generator=generator)
+    alpha[0], alpha[1] = 1.01, 2.0
+    return scores.to(dtype), alpha.to(dtype)
+
+
+@pytest.mark.parametrize("dim", [-2, -1])
+def test_newton_entmax_reproduces_bisection(dim):
+    scores, alpha = entmax_inputs(torch.float32)
+    ours = entmax_newton(scores, alpha, dim)
+    bisection = entmax_bisect(scores, alpha, dim, n_iter=DEFAULTS["entmax_n_iter"])  # the former AdaptiveEntmax
+    assert (ours - bisection).abs().max() < 1e-5
+    assert torch.allclose(ours.sum(dim), torch.ones(()), atol=1e-6)
+    # Exact zeros, in the same places up to values that underflow anyway.
+    assert (ours == 0).float().mean() > 0.3
+    differ = (ours == 0) != (bisection == 0)
+    assert (torch.maximum(ours, bisection)[differ] < 1e-12).all()
+
+
+@pytest.mark.parametrize("dim", [-2, -1])
+def test_newton_entmax_and_its_gradients_equal_the_entmax_package_in_float64(dim):
+    scores, alpha = entmax_inputs(torch.float64, batch=10, length=12, k=5)
+    scores.requires_grad_(), alpha.requires_grad_()
+    upstream = torch.randn(scores.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = entmax_newton(scores, alpha, dim)
+    reference = entmax_bisect(scores, alpha, dim, n_iter=100)  # bisection to float64 precision
+    assert (ours - reference).abs().max() < 1e-12
+    our_grads = torch.autograd.grad(ours, (scores, alpha), upstream)
+    reference_grads = torch.autograd.grad(reference, (scores, alpha), upstream)
+    for got, expected in zip(our_grads, reference_grads):
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("dim, alpha_shape", [(-2, (4, 1, 1, 1)), (-1, (4, 1, 1, 1)), (-1, (4, 1, 6, 1))])
+def test_newton_entmax_passes_gradcheck(dim, alpha_shape):
+    generator = torch.Generator().manual_seed(0)
+    scores = (2 * torch.randn(4, 2, 6, 5, generator=generator, dtype=torch.float64)).requires_grad_()
+    # α = 2 itself is left out: finite differences would step past it.
+    alpha = (1.01 + 0.97 * torch.rand(alpha_shape, generator=generator, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda s, a: entmax_newton(s, a, dim), (scores, alpha))
+
+
+def test_adaptive_entmax_gradients_match_bisection():
+    """The former AdaptiveEntmax (entmax_bisect, 24 steps) and ours: same Π, same gradients of the scores
+    and of alpha_w, in float32."""
+    scores, x, valid = scores_and_states(scale=3.0, length=50, k=20)
+    module = normaliser(mode="adaptive")
+    upstream = torch.randn(scores.shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for function in (entmax_newton, entmax_bisect):
+        module.zero_grad()
+        leaf = scores.clone().requires_grad_()
+        alpha = module.alpha(x, valid)
+        probs = function(leaf, alpha, module.dim, module.n_iter)
+        (probs * upstream).sum().backward()
+        results.append((probs, leaf.grad, module.alpha_w.weight.grad.clone(), module.alpha_w.bias.grad.clone()))
+    for ours, bisection in zip(*results):
+        assert (ours - bisection).abs().max() <= 1e-5 * max(1.0, bisection.abs().max().item())
+
+
+def test_newton_entmax_computes_bf16_scores_in_float32():
+    scores, alpha = entmax_inputs(torch.float32, batch=10)
+    low = scores.to(torch.bfloat16).requires_grad_()
+    probs = entmax_newton(low, alpha, -2)
+    assert probs.dtype == torch.float32
+    assert torch.equal(probs, entmax_newton(low.detach().float(), alpha, -2))
+    (probs * torch.randn(probs.shape)).sum().backward()
+    assert low.grad.dtype == torch.bfloat16 and low.grad.abs().sum() > 0
+
+
+def test_newton_entmax_with_no_steps_still_gives_distributions():
+    scores, alpha = entmax_inputs(torch.float32, batch=10)
+    probs = entmax_newton(scores, alpha, -2, n_iter=0)  # the starting threshold only, normalised
+    assert (probs >= 0).all() and torch.allclose(probs.sum(-2), torch.ones(()), atol=1e-6)
+
+
+def test_newton_entmax_threshold_returns_p_and_p_to_the_two_minus_alpha():
+    """The backward's g = p^(2−α) must be exact, not merely proportional: the scores' gradient scales with it."""
+    from masan_recbole.model.masan.entmax import entmax_threshold
+
+    scores, alpha = entmax_inputs(torch.float64, batch=10)
+    probs, g = entmax_threshold(scores * (alpha - 1), alpha, -2, n_iter=1)  # not yet converged: Σ u^β ≠ 1
+    expected = torch.where(probs > 0, probs.pow(2 - alpha), torch.zeros(()))
+    assert torch.allclose(g, expected, rtol=1e-12, atol=1e-300)

@@ -11,10 +11,11 @@ import copy
 import math
 
 import torch
-from entmax import entmax15, entmax_bisect, sparsemax
+from entmax import entmax15, sparsemax
 from torch import nn
 
 from masan_recbole.layers import FeedForward
+from masan_recbole.model.masan.entmax import entmax_newton
 from masan_recbole.model.masan.interest import DecoupledPositionAttention, ItemToInterestAggregation
 
 # Score given to padding positions when they are masked: RecBole's mask value. It
@@ -35,11 +36,13 @@ class AdaptiveEntmax(nn.Module):
         α = max(1 + σ(w·x̄ + b), 1 + ε)                 x̄ = mean of X over the valid positions (``alpha_scope="sequence"``)
         α_t = max(1 + σ(w·x_t + b), 1 + ε)             one α per query position (``alpha_scope="query"``)
 
-    α lies in [1+ε, 2]: ``entmax_bisect``'s gradient with respect to α grows as
-    1/(α−1)², hence the floor. Modes: ``adaptive`` (the above, ``alpha_w`` = (w, b)),
-    ``softmax``, ``entmax15``, ``sparsemax`` (exact sort-based functions of the
-    ``entmax`` package) and ``fixed`` (bisection with the constant ``alpha_fixed``).
-    Only ``adaptive`` has parameters.
+    α lies in [1+ε, 2]: the gradient of α-entmax with respect to α grows as 1/(α−1)²,
+    hence the floor. ``adaptive`` and ``fixed`` compute α-entmax with
+    :func:`~masan_recbole.model.masan.entmax.entmax_newton` (``entmax_bisect``'s outputs
+    and gradients, found by Newton's method; ``n_iter`` bounds its steps). Modes:
+    ``adaptive`` (the above, ``alpha_w`` = (w, b)), ``softmax``, ``entmax15``,
+    ``sparsemax`` (exact sort-based functions of the ``entmax`` package) and ``fixed``
+    (the constant ``alpha_fixed``). Only ``adaptive`` has parameters.
 
     ``dim`` is the axis normalised: −2 is LightSANs' sequence axis of scores [B,h,L,k]
     (each interest gets a sparse distribution over the items), −1 the interest axis.
@@ -89,8 +92,8 @@ class AdaptiveEntmax(nn.Module):
             probs = entmax15(scores, dim=self.dim)
         elif self.mode == "sparsemax":
             probs = sparsemax(scores, dim=self.dim)
-        else:  # adaptive, fixed: bisection; alpha has size 1 along dim, as entmax_bisect requires
-            probs = entmax_bisect(scores, alpha=alpha, dim=self.dim, n_iter=self.n_iter)
+        else:  # adaptive, fixed: Newton on the threshold; alpha has size 1 along dim
+            probs = entmax_newton(scores, alpha, dim=self.dim, n_iter=self.n_iter)
         return probs, alpha
 
 
@@ -104,8 +107,9 @@ class AdaptiveLowRankAttention(nn.Module):
         out = LN(X + Dropout(merge_heads(C) W_o + b_o))
 
     No causal mask: the interests pool the whole input window. With ``padding_mask``
-    the padding positions are left out of both softmaxes over the sequence axis (the
-    interest pooling and, when the normaliser runs over dim −2, Π); LightSANs and
+    the padding positions are left out of every normalisation over the sequence axis (the
+    interest pooling, Π when the normaliser runs over dim −2, and the position attention
+    G), so a sequence's output does not depend on the padding after it; LightSANs and
     MASAN's logs keep them in. The normaliser is registered last (MASAN's module tree:
     LightSANs' attention + ``alpha_w``).
     """
@@ -144,7 +148,8 @@ class AdaptiveLowRankAttention(nn.Module):
             scores = scores.masked_fill(~valid[:, None, :, None], MASKED_SCORE)
         probs, alpha = self.normaliser(scores, x, valid)
         context = self.attn_dropout(probs) @ interest_values  # [B,h,L,dh]
-        context = context + self.position_attention(pos_emb) @ self.split_heads(value)
+        position_weights = self.position_attention(pos_emb, valid if self.padding_mask else None)  # [1 or B,h,L,L]
+        context = context + position_weights @ self.split_heads(value)
         context = context.transpose(1, 2).reshape(x.shape)  # [B,L,d]
         return self.LayerNorm(x + self.out_dropout(self.dense(context))), probs, alpha
 

@@ -34,6 +34,10 @@ class ItemToInterestAggregation(nn.Module):
         return weights.transpose(1, 2) @ x  # [B,k,d]
 
 
+# The score of a masked position: exp underflows to an exact 0 in float32 (RecBole's mask value).
+PADDING_SCORE = -10000.0
+
+
 class DecoupledPositionAttention(nn.Module):
     """Attention between positions only, independent of the items (LightSANs' decoupled position encoding).
 
@@ -43,6 +47,10 @@ class DecoupledPositionAttention(nn.Module):
     The position scale is applied twice (1/(d_h√2) overall) and the softmax runs over
     the query axis (columns of G sum to 1): both as in LightSANs. The caller applies
     G to its per-head values, C_pos = G V.
+
+    Given ``valid`` [B,L], padding positions are left out on both axes: the softmax runs
+    over the valid queries only and padding keys get weight 0, so G [B,h,L,L] on the valid
+    positions does not depend on how much padding follows (LightSANs keeps them in).
     """
 
     def __init__(self, n_heads, hidden_size, layer_norm_eps):
@@ -58,9 +66,12 @@ class DecoupledPositionAttention(nn.Module):
     def split_heads(self, x):  # [L,d] -> [1,h,L,d/h]
         return x.view(1, x.size(0), self.n_heads, self.head_size).transpose(1, 2)
 
-    def forward(self, pos_emb):  # pos_emb [L,d]
+    def forward(self, pos_emb, valid=None):  # pos_emb [L,d], valid [B,L] or None
         pos = self.pos_ln(pos_emb)
         query = self.split_heads(self.pos_q_linear(pos)) * (2 * self.head_size) ** -0.5
         key = self.split_heads(self.pos_k_linear(pos))
         scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_size)  # [1,h,L,L]
-        return torch.softmax(scores, dim=-2)
+        if valid is None:
+            return torch.softmax(scores, dim=-2)
+        scores = scores.masked_fill(~valid[:, None, :, None], PADDING_SCORE)  # [B,h,L,L]: padding queries out
+        return torch.softmax(scores, dim=-2) * valid[:, None, None, :]  # padding keys weigh 0
