@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import scipy.fftpack
 import torch
+import torch.nn.functional as F
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import run_recbole
 from recbole.utils import get_model, get_trainer, init_seed
 
 from masan_recbole.analysis import asrec_spectrum
+from masan_recbole.layers import padding_mask
 from masan_recbole.model.asrec.fourier import AdaptiveHighFrequencyFilter, FourierSmoothing
+from masan_recbole.model.asrec.hybrid import HybridAttentionLayer
 
 # ---------------------------------------------------------------- Fourier smoothing (FSM)
 
@@ -323,3 +326,119 @@ def test_spectrum_script_plots_a_trained_checkpoint(trained_asrec, tmp_path):
     asrec_spectrum.main(["--checkpoint", trained_asrec["checkpoint"], "--out", str(out)])
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+# ---------------------------------------------------------------- the fast forms against the reference's computations
+# The FSM (a Toeplitz product), the AHFF's backward pass (hand-written: the filter is its own
+# adjoint) and the SAMM's gate (another memory layout) are computed differently from the
+# reference code; these check them, values and gradients, against the reference's own
+# computations written out here: to float64 rounding, and to 1e-5 in float32.
+
+
+def fft_smoothing(fsm, x):
+    """The reference's FSM: the moving average as an FFT convolution zero-padded to F."""
+    length = x.size(1)
+    fft_len = scipy.fftpack.next_fast_len(2 * length - 1)
+    a = fsm.smoothing_factor().to(x.dtype)
+    lags = torch.arange(length, dtype=x.dtype)
+    kernel = (1 - a) * a ** lags
+    x_hat = torch.fft.rfft(x, n=fft_len, dim=1)
+    kernel_hat = torch.fft.rfft(kernel, n=fft_len)[None, :, None]
+    smoothed = torch.fft.irfft(x_hat * kernel_hat, n=fft_len, dim=1)[:, :length] / math.sqrt(fft_len)
+    out = (a ** (lags + 1))[:, None] * fsm.v0 + smoothed * fsm.v1
+    return fsm.strength * out + (1 - fsm.strength) * x
+
+
+def reference_ahff(ahff, y):
+    """The reference's filter of the AHFF: autograd through rFFT -> keep mask -> irFFT."""
+    length = y.size(1)
+    spectrum = torch.fft.rfft(y, dim=1)
+    keep = ahff.keep_mask(spectrum.detach().abs().square().sum(-1), length)
+    return torch.fft.irfft(spectrum * keep[..., None], n=length, dim=1)
+
+
+def reference_samm(samm, x, mask):
+    """docs/models.md#asrec SAMM in eval mode, in the reference's layout: gate on [B,h,L,d_h]."""
+    q, k, v = (samm.split_heads(linear(x)) for linear in (samm.query, samm.key, samm.value))
+    context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    gates = torch.sigmoid(F.linear(torch.cat([v, context], dim=-1), samm.gate_weight, samm.gate_bias))
+    reset, update = gates.chunk(2, dim=-1)
+    context = (1 - update) * context + update * F.gelu(context + reset * v)
+    context = context.transpose(1, 2).reshape(x.shape)
+    mixed = 0
+    for scale, conv in zip(samm.scales, samm.convs):
+        s = conv(context)
+        mixed = mixed + scale * (samm.ahff.LayerNorm(reference_ahff(samm.ahff, s) + s) + s)
+    z = F.normalize(mixed, dim=-1).square()
+    weights = torch.softmax(z, dim=-1) + torch.softmax(z, dim=1)
+    desmoothed = samm.keep_weight * mixed - samm.contrast_weight * (weights * mixed)
+    return samm.LayerNorm(x + samm.dense(F.gelu(desmoothed)))
+
+
+def values_and_gradients(fn, module, x, seed=0):
+    """fn(x), and the gradients of a fixed random projection of it w.r.t. x and module's parameters."""
+    x = x.clone().requires_grad_(True)
+    out = fn(x)
+    projection = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    inputs = [x, *module.parameters()]
+    grads = torch.autograd.grad((out * projection.to(out.dtype)).sum(), inputs, allow_unused=True)
+    return [out.detach()] + [torch.zeros_like(p) if g is None else g for g, p in zip(grads, inputs)]
+
+
+def assert_same(ours, reference, tol):
+    """Every tensor of ``ours`` within tol · max(1, its largest reference entry) of the reference."""
+    assert len(ours) == len(reference)
+    for a, b in zip(ours, reference):
+        assert (a - b).abs().max() <= tol * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("length, strength", [(50, 1.0), (7, 1.0), (200, 0.4)])
+def test_fsm_equals_the_references_fft_convolution_with_gradients(length, strength):
+    torch.manual_seed(0)
+    fsm = random_fsm(8, strength)
+    x = torch.randn(3, length, 8)
+    reference = values_and_gradients(lambda x: fft_smoothing(fsm, x), fsm, x)
+    assert_same(values_and_gradients(fsm, fsm, x), reference, 1e-5)
+    fsm.double()
+    reference = values_and_gradients(lambda x: fft_smoothing(fsm, x), fsm, x.double())
+    assert_same(values_and_gradients(fsm, fsm, x.double()), reference, 1e-12)
+
+
+@pytest.mark.parametrize("length", [16, 15])  # even: a Nyquist bin; odd: none
+def test_ahff_gradient_equals_autograd_through_the_ffts(length):
+    torch.manual_seed(0)
+    ahff = AdaptiveHighFrequencyFilter(8, quantile=0.6, dropout=0.0, layer_norm_eps=1e-12)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        y = torch.randn(4, length, 8, dtype=dtype)
+        reference = values_and_gradients(lambda y: reference_ahff(ahff, y), ahff, y)
+        assert_same(values_and_gradients(ahff.dominant_frequencies, ahff, y), reference, tol)
+    y = torch.randn(2, length, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ahff.dominant_frequencies, (y,))
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_hybrid_layer_equals_the_reference_computation(heads):
+    # One whole layer (both branches, v₃ mixing, FFN) with generic weights, eval mode:
+    # values and every gradient, against the reference's formulas and memory layout.
+    torch.manual_seed(0)
+    length, d = 12, 8
+    layer = HybridAttentionLayer(n_heads=heads, hidden_size=d, inner_size=16, max_seq_length=length,
+                                 hidden_dropout_prob=0.0, attn_dropout_prob=0.0, hidden_act="gelu",
+                                 layer_norm_eps=1e-12, conv_kernels=[3, 5], ahff_quantile=0.8,
+                                 ahff_dropout=0.0).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.5)
+    item_seq = torch.randint(1, 30, (5, length))
+    item_seq[:, 9:] = 0  # padding at the end, as RecBole's
+    mask = padding_mask(item_seq)
+
+    def reference(x):
+        v3 = layer.mix_weight
+        return layer.feed_forward(v3 * layer.attention(x, mask) + (1 - v3) * reference_samm(layer.samm, x, mask))
+
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        layer.to(dtype)
+        x = torch.randn(5, length, d, dtype=dtype)
+        ours = values_and_gradients(lambda x: layer(x, mask), layer, x)
+        assert_same(ours, values_and_gradients(reference, layer, x), tol)

@@ -73,23 +73,27 @@ class GatedMultiScaleAttention(nn.Module):
         q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
         dropout = self.attn_dropout_prob if self.training else 0.0
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        # The gate works per head and position, so it runs in the [B,L,h,d/h] layout: v is
+        # then the value projection itself (no copy), the attention output is transposed
+        # once here instead of after the gate, and the result is [B,L,d] as it stands.
+        v, context = v.transpose(1, 2), context.transpose(1, 2).contiguous()  # [B,L,h,d/h]
         gates = torch.sigmoid(F.linear(torch.cat([v, context], dim=-1), self.gate_weight, self.gate_bias))
-        reset, update = gates.chunk(2, dim=-1)  # [B,h,L,d/h] each
+        reset, update = gates.chunk(2, dim=-1)  # [B,L,h,d/h] each
         context = (1 - update) * context + update * F.gelu(context + reset * v)
-        return context.transpose(1, 2).reshape(x.shape)
+        return context.view(x.shape)
 
     def multi_scale(self, context):  # [B,L,d] -> [B,L,d]
-        mixed = 0
+        mixed = None
         for scale, conv in zip(self.scales, self.convs):
             s = conv(context)  # channels = positions, slides over d
             t = self.ahff(s) + s if self.ahff is not None else s
-            mixed = mixed + scale * t
+            mixed = scale * t if mixed is None else mixed + scale * t
         return mixed
 
     def desmooth(self, u):  # [B,L,d] -> [B,L,d]
         z = F.normalize(u, dim=-1).square()
         weights = torch.softmax(z, dim=-1) + torch.softmax(z, dim=1)
-        return self.keep_weight * u - self.contrast_weight * (weights * u)
+        return u * (self.keep_weight - self.contrast_weight * weights)  # w_o·U − w_n·(W ⊙ U), one pass over U
 
     def forward(self, x, attn_mask):
         u = self.multi_scale(self.gated_attention(x, attn_mask))
@@ -126,5 +130,6 @@ class HybridAttentionLayer(nn.Module):
     def forward(self, x, attn_mask):  # [B,L,d] -> [B,L,d]; attn_mask bool [B,1,1,L]
         if self.input_filter is not None:
             x = self.input_filter(x)
-        y = self.mix_weight * self.attention(x, attn_mask) + (1 - self.mix_weight) * self.samm(x, attn_mask)
+        attention = self.attention(x, attn_mask)  # first, as before: dropout draws in the same order
+        y = torch.lerp(self.samm(x, attn_mask), attention, self.mix_weight)  # v₃·MHA + (1−v₃)·SAMM
         return self.feed_forward(y)

@@ -1,8 +1,9 @@
 """ASRec (reference: WLHao0313/ASRec, HEAD Aug 2025): Fourier smoothing + hybrid attention.
 
 Item and position embeddings (LN + dropout) are smoothed by a learnable causal
-exponential moving average computed with FFTs (:class:`FourierSmoothing`, mixed with
-the input at strength ``A``), then pass through hybrid layers that average plain
+exponential moving average (:class:`FourierSmoothing`; the reference computes it with
+FFTs, here it is the same sum as one [L,L] product; mixed with the input at strength
+``A``), then pass through hybrid layers that average plain
 self-attention with a gated, multi-scale, de-smoothing branch
 (:class:`HybridAttentionLayer`). Attention is bidirectional over the history
 (padding masked only), as in the reference. The last valid position scores every
