@@ -5,7 +5,8 @@ file per run, resumable across sessions.
     python -m benchmarks.converged --all [--datasets lastfm ...]   # every pending run of the matrix, in order
     python -m benchmarks.converged --list                                          # the matrix and its state
 
-The matrix (datasets, models, seeds, settings) is benchmarks/converged.yaml. A run writes
+The matrix (datasets, models, seeds, settings) is benchmarks/converged.yaml; an entry named otherwise
+than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant with its own files. A run writes
 ``<out>/<dataset>-<model>-seed<seed>.json`` when it ends; until then its state lives in
 ``<out>/.state/<run>/`` (not committed): ``best.pth`` (RecBole's best-validation checkpoint),
 ``latest.pth`` (the whole training state after each validated epoch) and ``progress.json`` (curve
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import sys
+from typing import NamedTuple
 
 import yaml
 
@@ -38,16 +40,24 @@ def run_name(model, dataset, seed):
     return f"{dataset}-{model}-seed{seed}"
 
 
+class Run(NamedTuple):
+    dataset: str
+    label: str  # the run's name in the matrix and its files: the model, or a variant of it ("MASAN-bucketed")
+    model: str  # the model RecBole builds
+    seed: int
+    settings: dict
+
+
 def load_matrix(path=MATRIX):
-    """[(dataset, model, seed, settings)] in the file's order, and the shared settings."""
+    """The matrix's runs in the file's order, each with the shared, dataset and entry settings merged."""
     with open(path) as f:
         spec = yaml.safe_load(f)
     runs = []
     for dataset, entry in spec["datasets"].items():
-        for model, model_entry in entry["models"].items():
+        for label, model_entry in entry["models"].items():
             for seed in model_entry["seeds"]:
                 settings = {**spec.get("shared", {}), **entry.get("settings", {}), **model_entry.get("settings", {})}
-                runs.append((dataset, model, seed, settings))
+                runs.append(Run(dataset, label, model_entry.get("model", label), seed, settings))
     return runs
 
 
@@ -69,8 +79,9 @@ def per_user_ndcg(trainer, test_data, k=10):
     return [users[i] for i in order], [round(values[i], 6) for i in order]
 
 
-def train(model_name, dataset, seed, settings, out=OUT, threads=1):
-    """Train one run to early stopping (resuming where a previous process stopped); write its result."""
+def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
+    """Train one run to early stopping (resuming where a previous process stopped); write its result.
+    ``label`` names a variant of the model (its files and its ``label`` field); default: the model."""
     import torch
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
@@ -79,7 +90,8 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1):
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
     torch.set_num_threads(threads)
-    name = run_name(model_name, dataset, seed)
+    label = label or model_name
+    name = run_name(label, dataset, seed)
     result_path = os.path.join(out, f"{name}.json")
     if os.path.isfile(result_path):
         print(f"{name}: finished already ({result_path})")
@@ -136,7 +148,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1):
     best = max(curve, key=lambda p: p["score"]) if config["valid_metric_bigger"] else min(curve, key=lambda p: p["score"])
     epochs_run = len(progress["train_seconds"])
     record = {
-        "model": model_name, "dataset": dataset, "seed": seed,
+        "model": model_name, "label": label, "dataset": dataset, "seed": seed,
         "best_epoch": best["epoch"], "epochs_run": epochs_run, "stopping_step": config["stopping_step"],
         "stopped_early": epochs_run < config["epochs"],
         "valid_metric": config["valid_metric"], "best_valid_score": best["score"], "best_valid_result": best["metrics"],
@@ -157,7 +169,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1):
 
 
 def pending(runs, out):
-    return [r for r in runs if not os.path.isfile(os.path.join(out, f"{run_name(r[1], r[0], r[2])}.json"))]
+    return [r for r in runs if not os.path.isfile(os.path.join(out, f"{run_name(r.label, r.dataset, r.seed)}.json"))]
 
 
 def claim(out, name):
@@ -198,34 +210,35 @@ def parse_set(pairs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model")
+    parser.add_argument("--model", help="a model, or a variant's label from the matrix")
     parser.add_argument("--dataset")
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="settings over the matrix's")
     parser.add_argument("--all", action="store_true", help="every pending run of the matrix, in order")
     parser.add_argument("--list", action="store_true", help="the matrix and which runs are done")
     parser.add_argument("--datasets", nargs="*", help="with --all/--list: only these datasets")
-    parser.add_argument("--models", nargs="*", help="with --all/--list: only these models")
+    parser.add_argument("--models", nargs="*", help="with --all/--list: only these models or variant labels")
     parser.add_argument("--matrix", default=MATRIX)
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     runs = [r for r in load_matrix(args.matrix)
-            if (not args.datasets or r[0] in args.datasets) and (not args.models or r[1] in args.models)]
+            if (not args.datasets or r.dataset in args.datasets) and (not args.models or r.label in args.models)]
     if args.list:
-        for dataset, model, seed, _ in runs:
-            name = run_name(model, dataset, seed)
+        for run in runs:
+            name = run_name(run.label, run.dataset, run.seed)
             done = os.path.isfile(os.path.join(args.out, f"{name}.json"))
             started = os.path.isfile(os.path.join(args.out, ".state", name, "latest.pth"))
             print(f"{name:45} {'done' if done else 'started' if started else 'pending'}")
         return 0
     if args.all:
         while True:
-            for dataset, model, seed, settings in pending(runs, args.out):
-                name = run_name(model, dataset, seed)
+            for run in pending(runs, args.out):
+                name = run_name(run.label, run.dataset, run.seed)
                 if claim(args.out, name):
                     try:
-                        train(model, dataset, seed, {**settings, **parse_set(args.set)}, args.out, args.threads)
+                        train(run.model, run.dataset, run.seed, {**run.settings, **parse_set(args.set)}, args.out,
+                              args.threads, label=run.label)
                     finally:
                         release(args.out, name)
                     break
@@ -233,14 +246,14 @@ def main(argv=None):
                 return 0  # nothing pending that another process is not already running
     if not (args.model and args.dataset):
         parser.error("give --model and --dataset, or --all, or --list")
-    matrix = {(d, m, s): settings for d, m, s, settings in load_matrix(args.matrix)}
-    base = matrix.get((args.dataset, args.model, args.seed), next(
-        (settings for (d, m, _), settings in matrix.items() if d == args.dataset and m == args.model), {}))
+    same = [r for r in load_matrix(args.matrix) if r.dataset == args.dataset and r.label == args.model]
+    entry = next((r for r in same if r.seed == args.seed), same[0] if same else None)
+    model, base = (entry.model, entry.settings) if entry else (args.model, {})
     name = run_name(args.model, args.dataset, args.seed)
     if not claim(args.out, name):
         parser.error(f"{name} is being trained by another process ({os.path.join(args.out, '.state', name, 'lock')})")
     try:
-        train(args.model, args.dataset, args.seed, {**base, **parse_set(args.set)}, args.out, args.threads)
+        train(model, args.dataset, args.seed, {**base, **parse_set(args.set)}, args.out, args.threads, label=args.model)
     finally:
         release(args.out, name)
     return 0

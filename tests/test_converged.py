@@ -64,15 +64,28 @@ def test_the_result_file_holds_the_report_fields(tiny_config, tmp_path):
 
 
 def test_the_matrix_covers_the_issues_runs():
-    runs = {(d, m): set() for d, m, _, _ in converged.load_matrix()}
-    for d, m, seed, _ in converged.load_matrix():
-        runs[(d, m)].add(seed)
+    runs = {(r.dataset, r.label): set() for r in converged.load_matrix()}
+    for r in converged.load_matrix():
+        runs[(r.dataset, r.label)].add(r.seed)
+        assert r.label == r.model or r.label.startswith(r.model + "-"), r  # a variant names its model
     for dataset in ("beauty", "lastfm"):
         for model in ("MASAN", "LightSANs", "SASRec", "RecBoleSASRec"):
             assert len(runs[(dataset, model)]) >= 2
         for model in ("ASRec", "FEARec"):
             assert runs[(dataset, model)]
     assert runs[("diginetica", "SR-SAN")] and runs[("yoochoose1_64", "SR-SAN")]
+
+
+def test_a_variant_is_its_model_with_its_own_name_and_settings(tmp_path, capsys):
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("shared: {epochs: 3}\ndatasets:\n  lastfm:\n    models:\n      MASAN: {seeds: [1]}\n"
+                      "      MASAN-masked: {model: MASAN, seeds: [1, 2], settings: {attn_padding_mask: true}}\n")
+    runs = converged.load_matrix(str(matrix))
+    assert [(r.label, r.model, r.seed) for r in runs] == [("MASAN", "MASAN", 1), ("MASAN-masked", "MASAN", 1),
+                                                          ("MASAN-masked", "MASAN", 2)]
+    assert runs[1].settings == {"epochs": 3, "attn_padding_mask": True} and runs[0].settings == {"epochs": 3}
+    converged.main(["--list", "--matrix", str(matrix), "--out", str(tmp_path), "--models", "MASAN-masked"])
+    assert capsys.readouterr().out.split() == ["lastfm-MASAN-masked-seed1", "pending", "lastfm-MASAN-masked-seed2", "pending"]
 
 
 def test_a_living_process_keeps_its_claim(tmp_path):

@@ -1,0 +1,339 @@
+"""The report of the converged runs: tables, paired tests and validation curves from the result files
+of ``benchmarks.converged``.
+
+    python -m benchmarks.converged_report [--results DIR] [--anchors FILE] [--doc FILE] [--matrix FILE]
+
+Reads every ``*.json`` at the top of the results folder (subfolders and ``.state`` are other
+harnesses' or unfinished runs) and writes
+
+* the generated part of docs/results.md, between ``<!-- converged:begin -->`` and
+  ``<!-- converged:end -->`` (appended at the end if the markers are missing); the text around
+  the markers is hand-written and kept as it is;
+* ``<results>/<dataset>-curves.png``: the validation metric per epoch, one line per run, its best
+  epoch marked.
+
+Per dataset the generated part holds our runs (test figures of the best-validation epoch, mean ±
+half the seed range over the seeds done), the published full-ranking figures from anchors.yaml,
+and a Wilcoxon signed-rank test over the test users' NDCG@10 for each pair of runs of the same seed
+(MASAN vs LightSANs, ASRec vs FEARec, SASRec vs RecBoleSASRec, a variant vs its base model). Every
+figure in it comes from a result file or from anchors.yaml, or is computed from them.
+"""
+
+import argparse
+import os
+import sys
+
+import yaml
+
+from benchmarks.converged import MATRIX, OUT, load_matrix
+from benchmarks.harness import BENCHMARKS, REPO, read_result, write_figure, write_text
+
+DOC = os.path.join(REPO, "docs", "results.md")
+ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
+BEGIN, END = "<!-- converged:begin -->", "<!-- converged:end -->"
+
+# (ours, reference) compared user by user; a variant is compared with its base model as well
+PAIRS = [("MASAN", "LightSANs"), ("ASRec", "FEARec"), ("SASRec", "RecBoleSASRec")]
+# the metrics of our tables, in this order, where the results hold them; the published figures
+# of a dataset add their metrics (Diginetica's MRR@20) so that both tables show the same columns
+TABLE_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20", "mrr@10", "mrr@20"]
+DEFAULT_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20"]
+FULL_RANKING = ("full-loo", "full-session")  # our runs rank all items: sampled-negative figures are not comparable
+METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall", "precision": "P"}
+ALPHA = 0.05
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def label_of(record):
+    """The run's name in the matrix; result files written before variants existed have no label."""
+    return record.get("label") or record["model"]
+
+
+def load_results(folder):
+    """{dataset: {label: {seed: record}}} from the JSON files at the top of ``folder``."""
+    results = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.endswith(".json") and os.path.isfile(path)):
+            continue
+        record = read_result(path)
+        results.setdefault(record["dataset"], {}).setdefault(label_of(record), {})[record["seed"]] = record
+    return results
+
+
+def load_anchors(path):
+    with open(path) as f:
+        spec = yaml.safe_load(f) or {}
+    return spec.get("anchors") or [], spec.get("protocols") or {}
+
+
+def pending_runs(matrix_runs, results):
+    """The matrix's runs that have no result file yet, in the matrix's order."""
+    return [r for r in matrix_runs if r.seed not in results.get(r.dataset, {}).get(r.label, {})]
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+def mean_and_half_range(values):
+    """Mean of the seeds and half their range: with two seeds, each seed is mean ± that."""
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def paired_test(a, b):
+    """Wilcoxon signed-rank test on the per-user NDCG@10 of two runs, over the users both hold."""
+    from scipy.stats import wilcoxon
+
+    x_by_user = dict(zip(a["per_user_ndcg@10"]["users"], a["per_user_ndcg@10"]["ndcg"]))
+    y_by_user = dict(zip(b["per_user_ndcg@10"]["users"], b["per_user_ndcg@10"]["ndcg"]))
+    users = sorted(x_by_user.keys() & y_by_user.keys())
+    x, y = [x_by_user[u] for u in users], [y_by_user[u] for u in users]
+    diffs = [p - q for p, q in zip(x, y)]
+    # wilcoxon refuses a sample of zero differences only: two runs that rank every target alike
+    p_value = wilcoxon(x, y).pvalue if any(diffs) else None
+    return {"n": len(users), "mean_a": sum(x) / len(x), "mean_b": sum(y) / len(y),
+            "mean_diff": sum(diffs) / len(diffs), "p": p_value}
+
+
+def pairs_for(labels_by_model):
+    """(ours, reference) label pairs: the fixed ones, then each variant against its base model."""
+    pairs = list(PAIRS)
+    for label, model in labels_by_model.items():
+        if label != model:
+            pairs.append((label, model))
+    return pairs
+
+
+def paired_tests(runs):
+    """One row per pair and seed where both runs are done; a pair missing a side is skipped."""
+    labels_by_model = {label: next(iter(seeds.values()))["model"] for label, seeds in runs.items()}
+    rows = []
+    for ours, reference in pairs_for(labels_by_model):
+        for seed in sorted(runs.get(ours, {}).keys() & runs.get(reference, {}).keys()):
+            rows.append({"ours": ours, "reference": reference, "seed": seed,
+                         **paired_test(runs[ours][seed], runs[reference][seed])})
+    return rows
+
+
+def compute_hours(results):
+    """{device: hours} summed over runs of epochs_run × (train + valid seconds per epoch)."""
+    hours = {}
+    for runs in results.values():
+        for seeds in runs.values():
+            for r in seeds.values():
+                seconds = r["epochs_run"] * (r["train_seconds_per_epoch"] + r["valid_seconds_per_epoch"])
+                hours[r["device"]] = hours.get(r["device"], 0.0) + seconds / 3600
+    return hours
+
+
+# ---------------------------------------------------------------------------- Markdown
+
+
+def metric_label(key):
+    name, _, k = key.partition("@")
+    return f"{METRIC_NAMES.get(name, name)}@{k}"
+
+
+def table(header, rows, align):
+    """A Markdown table; ``align`` has one letter per column: l(eft) or r(ight)."""
+    align = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|",
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+def format_seeds(values):
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1 seed)"
+    mean, half = mean_and_half_range(values)
+    return f"{mean:.4f} ± {half:.4f}"
+
+
+def figure_cell(records, metric):
+    values = [r["test_result"].get(metric) for r in records]
+    return "—" if None in values else format_seeds(values)
+
+
+def metric_columns(runs, anchors):
+    """The metrics our table shows: the default ones and the published figures', where our results hold them."""
+    held = {m for seeds in runs.values() for r in seeds.values() for m in r["test_result"]}
+    wanted = set(DEFAULT_METRICS) | {a["metric"] for a in anchors}
+    return [m for m in TABLE_METRICS if m in wanted and m in held]
+
+
+def ordered_labels(dataset, runs, matrix_runs):
+    """Labels in the matrix's order, then any run outside the matrix."""
+    in_matrix = [r.label for r in matrix_runs if r.dataset == dataset and r.label in runs]
+    return list(dict.fromkeys(in_matrix + sorted(runs)))
+
+
+def ours_table(dataset, runs, metrics, matrix_runs):
+    header = ["run", "seeds", *(f"test {metric_label(m)}" for m in metrics),
+              "best epoch / epochs run", "train s/epoch", "parameters"]
+    rows = []
+    for label in ordered_labels(dataset, runs, matrix_runs):
+        seeds = runs[label]
+        records = [seeds[s] for s in sorted(seeds)]
+        figures = [figure_cell(records, m) for m in metrics]
+        epochs = ", ".join(f"{r['best_epoch']} / {r['epochs_run']}" for r in records)
+        train = sum(r["train_seconds_per_epoch"] for r in records) / len(records)
+        parameters = ", ".join(f"{p:,}" for p in dict.fromkeys(r["parameters"] for r in records))
+        rows.append([label, ", ".join(map(str, sorted(seeds))), *figures, epochs, f"{train:.1f}", parameters])
+    return table(header, rows, "ll" + "r" * (len(header) - 2))
+
+
+def published_table(anchors, protocols, metrics):
+    """One row per published model and source; the data column says how their data differ from ours."""
+    groups = {}
+    for a in anchors:
+        groups.setdefault((a["model"], a["protocol"], a["source"], a.get("data", "")), {})[a["metric"]] = a
+    shown = [m for m in TABLE_METRICS if any(m in g for g in groups.values())] or metrics
+    rows = []
+    for (model, protocol, source, data), by_metric in groups.items():
+        cells = [f"{by_metric[m]['value']:.4f}" if m in by_metric else "—" for m in shown]
+        rows.append([model, protocols.get(protocol, protocol), *cells, source, data or "the same file"])
+    header = ["published model", "protocol", *(metric_label(m) for m in shown), "source", "data"]
+    return table(header, rows, "ll" + "r" * len(shown) + "ll")
+
+
+def verdict(p):
+    if p is None:
+        return "identical per-user NDCG@10"
+    return "difference" if p < ALPHA else f"no difference shown at p < {ALPHA}"
+
+
+def tests_table(rows):
+    header = ["ours", "reference", "seed", "users", "NDCG@10 ours", "NDCG@10 reference", "mean difference",
+              "Wilcoxon p", "verdict"]
+    body = [[r["ours"], r["reference"], r["seed"], r["n"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
+             f"{r['mean_diff']:+.4f}", "—" if r["p"] is None else f"{r['p']:.3g}", verdict(r["p"])] for r in rows]
+    return table(header, body, "ll" + "r" * 6 + "l")
+
+
+def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link):
+    mine = [a for a in anchors if a["dataset"] == dataset and a["protocol"] in FULL_RANKING]
+    lines = [f"### {dataset}", ""]
+    if runs:
+        metrics = metric_columns(runs, mine)
+        lines += ["Test figures of each run's best-validation epoch; two or more seeds: mean ± half their range.", ""]
+        lines += ours_table(dataset, runs, metrics, matrix_runs) + [""]
+        lines += [f"![{dataset}: validation curves]({curves_link})", ""]
+    else:
+        metrics = DEFAULT_METRICS
+        lines += ["No finished run yet.", ""]
+    if mine:
+        lines += ["Published, full ranking:", ""] + published_table(mine, protocols, metrics) + [""]
+    else:
+        lines += ["No published full-ranking figures for this dataset in anchors.yaml.", ""]
+    tests = paired_tests(runs)
+    if tests:
+        lines += [f"Paired test over the test users (same seed; Wilcoxon signed-rank, two-sided; "
+                  f"\"difference\" where p < {ALPHA}):", ""] + tests_table(tests) + [""]
+    return lines
+
+
+def pending_line(pending):
+    if not pending:
+        return "Every run of the matrix is done."
+    by_run = {}
+    for r in pending:
+        by_run.setdefault((r.dataset, r.label), []).append(str(r.seed))
+    listed = "; ".join(f"{dataset} {label} (seed {', '.join(seeds)})" for (dataset, label), seeds in by_run.items())
+    return f"Matrix runs not yet done ({len(pending)}): {listed}."
+
+
+def hours_line(hours):
+    if not hours:
+        return "No compute spent on finished runs yet."
+    spent = ", ".join(f"{device} {h:.1f} h" for device, h in sorted(hours.items()))
+    return f"Compute spent on the finished runs (epochs run × (train + validation) seconds per epoch): {spent}."
+
+
+def report(results, anchors, protocols, matrix_runs, curve_links):
+    """The generated Markdown, markers excluded."""
+    datasets = list(dict.fromkeys([r.dataset for r in matrix_runs] + sorted(results)))
+    lines = ["## Converged runs (generated)", "",
+             "Generated by `python -m benchmarks.converged_report` from `benchmarks/results/converged/` and "
+             "`benchmarks/anchors.yaml`; do not edit by hand.", "",
+             pending_line(pending_runs(matrix_runs, results)), "", hours_line(compute_hours(results)), ""]
+    for dataset in datasets:
+        lines += dataset_section(dataset, results.get(dataset, {}), anchors, protocols, matrix_runs,
+                                 curve_links.get(dataset, ""))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(doc_text, generated):
+    """``doc_text`` with the part between the markers replaced; markers appended if absent."""
+    block = f"{BEGIN}\n{generated}{END}"
+    if BEGIN in doc_text and END in doc_text:
+        head, _, rest = doc_text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        return head + block + tail
+    return doc_text.rstrip("\n") + "\n\n" + block + "\n"
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def plot_curves(dataset, runs, path):
+    """The validation metric per epoch, one line per run, a dot on its best epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    metrics = set()
+    for label in sorted(runs):
+        colour = None
+        for number, (seed, r) in enumerate(sorted(runs[label].items())):
+            epochs = [p["epoch"] for p in r["valid_curve"]]
+            scores = [p["score"] for p in r["valid_curve"]]
+            style = ("-", "--", ":", "-.")[number % 4]  # a model's seeds share its colour, told apart by style
+            line, = axis.plot(epochs, scores, style, label=f"{label} seed {seed}", linewidth=1.2, color=colour)
+            colour = line.get_color()
+            axis.plot([r["best_epoch"]], [r["best_valid_score"]], "o", color=colour)
+            metrics.add(r["valid_metric"])
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation " + " / ".join(sorted(metrics)))
+    axis.set_title(f"{dataset}: validation curves (dot: best epoch)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    write_figure(path, figure)
+    plt.close(figure)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def generate(results_dir=OUT, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX):
+    """Write the curves and the generated part of the doc; returns the generated Markdown."""
+    results = load_results(results_dir)
+    anchors, protocols = load_anchors(anchors_path)
+    matrix_runs = load_matrix(matrix_path)
+    links = {}
+    for dataset, runs in results.items():
+        png = os.path.join(results_dir, f"{dataset}-curves.png")
+        plot_curves(dataset, runs, png)
+        links[dataset] = os.path.relpath(png, os.path.dirname(os.path.abspath(doc_path))).replace(os.sep, "/")
+    generated = report(results, anchors, protocols, matrix_runs, links)
+    existing = open(doc_path).read() if os.path.isfile(doc_path) else ""
+    write_text(doc_path, splice(existing, generated))
+    return generated
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default=OUT, help="folder of the converged result files")
+    parser.add_argument("--anchors", default=ANCHORS)
+    parser.add_argument("--doc", default=DOC, help="Markdown file whose marked part is rewritten")
+    parser.add_argument("--matrix", default=MATRIX)
+    args = parser.parse_args(argv)
+    print(generate(args.results, args.anchors, args.doc, args.matrix))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

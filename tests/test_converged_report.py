@@ -1,0 +1,141 @@
+"""benchmarks.converged_report: the generated tables hold the result files' numbers, the paired test
+is scipy's, the hand-written text around the markers survives, and a pair missing a side is left out."""
+
+import json
+import os
+
+import pytest
+import yaml
+from scipy.stats import wilcoxon
+
+from benchmarks import converged_report as report
+from benchmarks.harness import BENCHMARKS
+
+USERS = list(range(1, 41))
+# per-user NDCG@10 of 40 test users: MASAN better than LightSANs on most of them
+MASAN_2020 = [round(0.05 * (u % 7), 6) for u in USERS]
+LIGHTSANS_2020 = [round(max(0.0, 0.05 * (u % 7) - 0.02 * (u % 3)), 6) for u in USERS]
+
+
+def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7):
+    curve = [{"epoch": e, "score": 0.01 * e if e <= best_epoch else 0.01 * best_epoch - 0.001 * (e - best_epoch),
+              "metrics": {}} for e in range(epochs_run)]
+    record = {
+        "schema_version": 2, "model": model, "dataset": "toyset", "seed": seed,
+        "best_epoch": best_epoch, "epochs_run": epochs_run, "stopping_step": 5, "stopped_early": True,
+        "valid_metric": "NDCG@20", "best_valid_score": curve[best_epoch]["score"],
+        "test_result": {"hit@10": hit10, "ndcg@10": ndcg10, "hit@20": hit10 + 0.02, "ndcg@20": ndcg10 + 0.01},
+        "valid_curve": curve, "train_seconds_per_epoch": 100.0, "valid_seconds_per_epoch": 20.0,
+        "parameters": 1234, "per_user_ndcg@10": {"users": USERS, "ndcg": per_user},
+        "settings": {}, "config": {}, "device": "cpu", "versions": {},
+    }
+    if label:
+        record["label"] = label
+    return record
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """Two seeds of MASAN, one of LightSANs (seed 2020), one MASAN variant; a doc with hand-written text."""
+    results = tmp_path / "results"
+    (results / ".state" / "toyset-MASAN-seed2022").mkdir(parents=True)
+    (results / "ml-100k-seed2020").mkdir()  # another harness's folder: not read
+    (results / "ml-100k-seed2020" / "stray.json").write_text("{}")
+    runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020),
+            result("MASAN", 2021, 0.0340, 0.0640, MASAN_2020[::-1]),
+            result("LightSANs", 2020, 0.0250, 0.0550, LIGHTSANS_2020),
+            result("MASAN", 2021, 0.0330, 0.0630, LIGHTSANS_2020, label="MASAN-bucketed")]
+    for r in runs:
+        name = f"toyset-{r.get('label', r['model'])}-seed{r['seed']}.json"
+        (results / name).write_text(json.dumps(r))
+    anchors = tmp_path / "anchors.yaml"
+    anchors.write_text(yaml.safe_dump({
+        "protocols": {"full-loo": "full ranking, leave-one-out", "sampled100-loo": "100 sampled negatives"},
+        "anchors": [
+            {"model": "BSARec", "dataset": "toyset", "protocol": "full-loo", "metric": "ndcg@10", "value": 0.0611,
+             "source": "a log", "data": "the same file"},
+            {"model": "SASRec", "dataset": "toyset", "protocol": "sampled100-loo", "metric": "ndcg@10",
+             "value": 0.4321, "source": "a paper"}]}))
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(yaml.safe_dump({"shared": {"epochs": 5}, "datasets": {"toyset": {"models": {
+        "MASAN": {"seeds": [2020, 2021]}, "LightSANs": {"seeds": [2020, 2021]}, "ASRec": {"seeds": [2020]},
+        "MASAN-bucketed": {"model": "MASAN", "seeds": [2021]}}}}}, sort_keys=False))
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text(f"# Results\n\nHand-written intro.\n\n{report.BEGIN}\nstale table\n{report.END}\n\n## Notes\n\nKept.\n")
+    return {"results": str(results), "anchors": str(anchors), "matrix": str(matrix), "doc": str(doc)}
+
+
+def generate(setup):
+    return report.generate(setup["results"], setup["anchors"], setup["doc"], setup["matrix"])
+
+
+def row(text, first_cell):
+    return next(line for line in text.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def test_the_table_shows_mean_and_half_range_of_the_seeds(setup):
+    text = generate(setup)
+    masan = row(text, "MASAN")
+    assert "| 2020, 2021 |" in masan
+    assert "0.0320 ± 0.0020" in masan  # NDCG@10: seeds 0.0300 and 0.0340
+    assert "0.0620 ± 0.0020" in masan  # HR@10: 0.0600 and 0.0640
+    assert "7 / 12, 7 / 12" in masan and "| 100.0 |" in masan and "1,234" in masan
+    assert "0.0250 (1 seed)" in row(text, "LightSANs")
+    # only full-ranking published figures sit beside ours
+    assert "0.0611" in row(text, "BSARec") and "0.4321" not in text
+
+
+def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
+    text = generate(setup)
+    line = row(text, "MASAN | LightSANs")
+    expected = wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue
+    assert f"| {expected:.3g} |" in line and "| 2020 | 40 |" in line
+    assert expected < 0.05 and line.endswith("| difference |")
+    # the numbers behind it, straight from the function
+    tested = report.paired_test(*(json.load(open(os.path.join(setup["results"], f"toyset-{m}-seed2020.json")))
+                                  for m in ("MASAN", "LightSANs")))
+    assert tested["p"] == pytest.approx(expected) and tested["n"] == 40
+    assert tested["mean_diff"] == pytest.approx(sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40)
+
+
+def test_a_pair_missing_a_side_is_skipped(setup):
+    text = generate(setup)
+    # LightSANs has no seed 2021 and ASRec/FEARec no run at all: no row for either
+    assert "| MASAN | LightSANs | 2021 |" not in text
+    assert "| ASRec |" not in text
+    # a variant is compared with its base model on the seed both have
+    assert "| MASAN-bucketed | MASAN | 2021 | 40 |" in text
+
+
+def test_the_text_outside_the_markers_is_kept_and_the_curves_are_drawn(setup):
+    generate(setup)
+    doc = open(setup["doc"]).read()
+    assert doc.startswith("# Results\n\nHand-written intro.\n\n" + report.BEGIN)
+    assert doc.endswith(report.END + "\n\n## Notes\n\nKept.\n")
+    assert "stale table" not in doc and doc.count(report.BEGIN) == 1
+    png = os.path.join(setup["results"], "toyset-curves.png")
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "(../results/toyset-curves.png)" in doc
+    # the pending runs and the hours: LightSANs 2021 and ASRec 2020 missing; 4 runs × 12 × 120 s = 1.6 h
+    assert "toyset LightSANs (seed 2021); toyset ASRec (seed 2020)" in doc
+    assert "cpu 1.6 h" in doc
+
+
+def test_the_markers_are_appended_to_a_doc_without_them(setup):
+    with open(setup["doc"], "w") as f:
+        f.write("# Results\n\nOnly hand-written.\n")
+    generate(setup)
+    doc = open(setup["doc"]).read()
+    assert doc.startswith("# Results\n\nOnly hand-written.\n\n" + report.BEGIN) and doc.endswith(report.END + "\n")
+
+
+def test_the_projects_anchors_file_is_complete():
+    """Every published figure names its model, our dataset, a known protocol, a metric, a value and a source."""
+    anchors, protocols = report.load_anchors(os.path.join(BENCHMARKS, "anchors.yaml"))
+    assert anchors
+    for a in anchors:
+        assert {"model", "dataset", "protocol", "metric", "value", "source"} <= set(a), a
+        assert a["protocol"] in protocols, a
+        assert 0 < a["value"] < 1, a  # fractions: papers' percentages are divided by 100
