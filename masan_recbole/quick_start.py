@@ -13,6 +13,7 @@ from recbole.data import create_dataset
 from recbole.quick_start import objective_function, run_recbole, run_recboles
 from recbole.utils import init_logger, init_seed
 
+from masan_recbole import tuning
 from masan_recbole.checkpoint import CheckpointError, check_data, load_checkpoint
 from masan_recbole.config import ConfigTypeError, decode_config
 from masan_recbole.console import results_table
@@ -171,51 +172,77 @@ def read_search_space(path):
     return space
 
 
-def _plain(result):
-    return {k: float(v) for k, v in (result or {}).items()}
+RAY_FLAGS = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha", "storage_path")
+HYPEROPT_FLAGS = ("algo", "max_evals", "early_stop")
 
 
 @_user_errors_in_one_line
 def main_hyper(argv):
-    """``run_hyper.py``: hyper-parameter search with hyperopt."""
-    from recbole.trainer import HyperTuning
-    from recbole.utils import dict2str
-
-    parser = argparse.ArgumentParser(description="Hyper-parameter search with hyperopt (RecBole's HyperTuning). "
-                                     "--debug shows tracebacks.")
+    """``run_hyper.py``: hyper-parameter search with hyperopt, or with Ray Tune (``--tool ray``)."""
+    parser = argparse.ArgumentParser(description="Hyper-parameter search: hyperopt (RecBole's HyperTuning, one trial "
+                                     "at a time) or Ray Tune (--tool ray: trials in parallel, locally or on a cluster). "
+                                     "Any RecBole setting as --key=value; --debug shows tracebacks.")
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL)
     parser.add_argument("--dataset", "-d", default=DEFAULT_DATASET)
     parser.add_argument("--params_file", required=True, help="hyper.test file: `name choice [..]` / loguniform / uniform / quniform")
     parser.add_argument("--config_files", default=None)
     parser.add_argument("--output_file", default="hyper_result.txt")
-    parser.add_argument("--algo", choices=["exhaustive", "random", "bayes"], default="exhaustive")
-    parser.add_argument("--max_evals", type=int, default=None,
-                        help="trials at most (random/bayes default 100; exhaustive: the first N grid points)")
-    parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without progress")
+    parser.add_argument("--tool", type=str.lower, choices=["hyperopt", "ray"], default="hyperopt")
+    # flags of one tool, default None so that giving one to the other tool is caught
+    hyperopt_flags = parser.add_argument_group("--tool hyperopt")
+    hyperopt_flags.add_argument("--algo", choices=["exhaustive", "random", "bayes"], default=None, help="default exhaustive")
+    hyperopt_flags.add_argument("--max_evals", type=int, default=None,
+                                help="trials at most (random/bayes default 100; exhaustive: the first N grid points)")
+    hyperopt_flags.add_argument("--early_stop", type=int, default=None,
+                                help="stop after this many trials without progress (default 10)")
+    ray_flags = parser.add_argument_group("--tool ray")
+    ray_flags.add_argument("--num_samples", type=int, default=None, help="trials, sampled at random (default 10)")
+    ray_flags.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: as many as fit)")
+    ray_flags.add_argument("--cpus_per_trial", type=float, default=None, help="default 1")
+    ray_flags.add_argument("--gpus_per_trial", type=float, default=None, help="default 0 (fractions share a GPU)")
+    ray_flags.add_argument("--address", default=None, help="an existing Ray cluster (auto: the one this host joined); "
+                           "default: a local Ray")
+    ray_flags.add_argument("--asha", action="store_true", default=None,
+                           help="stop weak trials early (ASHA on the validation metric, checked every validation)")
+    ray_flags.add_argument("--storage_path", default=None, help=f"Ray's experiment folders (default {tuning.DEFAULT_STORAGE})")
     sys.argv = [sys.argv[0], *argv]
     args = _hand_rest_to_recbole(parser)
+    other = HYPEROPT_FLAGS if args.tool == "ray" else RAY_FLAGS
+    wrong = [f"--{name}" for name in other if getattr(args, name) is not None]
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} cannot be used with --tool {args.tool}")
+    params = read_search_space(args.params_file)
+    if args.tool == "ray":
+        given = {name: getattr(args, name) for name in RAY_FLAGS if getattr(args, name) is not None}
+        return tuning.search(args.model, args.dataset, params, args.output_file,
+                             config_files=_split_files(args.config_files), **given)
+    return _search_with_hyperopt(args, params)
+
+
+def _search_with_hyperopt(args, params):
+    from recbole.trainer import HyperTuning
+
     if args.max_evals is not None and args.max_evals < 1:
         raise ValueError(f"--max_evals must be at least 1, got {args.max_evals}")
+    algo = args.algo or "exhaustive"
     fixed = {"model": args.model, "dataset": args.dataset}
     with write_atomic(args.output_file):
         pass  # starts the results file empty; each trial is appended as it finishes
 
     def objective(config_dict, config_file_list):
         result = objective_function({**fixed, **config_dict}, config_file_list)
-        # plain numbers, so every printed result reads 0.1234, not np.float64(0.1234)
         result.update(best_valid_score=float(result["best_valid_score"]),
-                      best_valid_result=_plain(result["best_valid_result"]), test_result=_plain(result["test_result"]))
+                      best_valid_result=tuning.plain(result["best_valid_result"]),
+                      test_result=tuning.plain(result["test_result"]))
         with open(args.output_file, "a") as f:  # kept even if the search is interrupted
-            f.write(HyperTuning.params2str(config_dict) + "\n"
-                    + "Valid result:\n" + dict2str(result["best_valid_result"]) + "\n"
-                    + "Test result:\n" + dict2str(result["test_result"]) + "\n\n")
+            f.write(tuning.results_entry(config_dict, result["best_valid_result"], result["test_result"]))
         return result
 
-    tuner = HyperTuning(objective, algo=args.algo, max_evals=args.max_evals or 100, early_stop=args.early_stop,
-                        params_dict=read_search_space(args.params_file),
+    tuner = HyperTuning(objective, algo=algo, max_evals=args.max_evals or 100,
+                        early_stop=10 if args.early_stop is None else args.early_stop, params_dict=params,
                         fixed_config_file_list=_split_files(args.config_files))
     if args.max_evals is not None and args.max_evals < tuner.max_evals:
-        if args.algo == "exhaustive":
+        if algo == "exhaustive":
             print(f"exhaustive search: the first {args.max_evals} of {tuner.max_evals} grid points (--max_evals)")
         tuner.max_evals = args.max_evals
     tuner.run()

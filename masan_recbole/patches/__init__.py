@@ -59,6 +59,17 @@ INVENTORY = (
           "objective_function calls tune.report on every hyperopt trial; ray warns with a stack trace each time",
           "tests/test_bad_input.py::test_run_hyper_honours_max_evals_and_keeps_each_trial",
           "RecBole reports to Ray only inside Ray Tune (its issue #1741)", platform.ray_report_in_sessions_only),
+    Patch("ray_local_results_without_pyarrow", "ray.tune.analysis.experiment_analysis.is_directory",
+          "ray 2.6.3's tune.run reads its local experiment folder back through pyarrow, which the plain ray "
+          "RecBole requires does not bring: every Ray search failed after its trials had run",
+          "tests/test_ray_tune.py::test_local_experiment_folders_need_no_pyarrow",
+          "pyarrow is installed with ray (ray[tune]), or a ray that reads local folders itself",
+          platform.ray_local_results_without_pyarrow),
+    Patch("ray_trial_oom_fails_the_trial", "ray.air.execution._internal.actor_manager.RayActorManager._actor_task_failed",
+          "ray 2.6.3 ends a whole Tune search with 'Caught unexpected exception' when its memory monitor kills "
+          "one trial's worker; that trial should fail and the others go on",
+          "tests/test_ray_tune.py::test_a_trial_killed_for_memory_fails_alone",
+          "a ray whose actor manager handles OutOfMemoryError", platform.ray_trial_oom_fails_the_trial),
     Patch("hyperopt_exhaustive_rng", "recbole.trainer.hyper_tuning.np",
           "hyperopt >= 0.2.7 expects a numpy Generator; RecBole's exhaustive search passes a RandomState",
           "tests/test_patches.py::test_exhaustive_hyper_search_runs_on_current_hyperopt",

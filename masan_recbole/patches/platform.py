@@ -8,12 +8,13 @@ ray, which needs numpy's removed names.
 import os
 import sys
 import types
+import urllib.parse
 import warnings
 
 import numpy as np
 import torch
 
-from masan_recbole.patches.tools import replace
+from masan_recbole.patches.tools import replace, wrap
 
 # numpy names RecBole and ray 2.6.3 still use; set only where numpy lacks them.
 NUMPY_ALIASES = {
@@ -174,3 +175,46 @@ def race_free_dirs():
         module = importlib.import_module(name)
         if hasattr(module, "ensure_dir"):
             replace("race_free_dirs", module, "ensure_dir", _ensure_dir)
+
+
+def _is_directory(original, uri):
+    """ray's ``is_directory``, whose local case needs no pyarrow: for a local path pyarrow
+    reports a missing one as "not a file", hence a directory, and so does this."""
+    parsed = urllib.parse.urlparse(os.fspath(uri))
+    if parsed.scheme not in ("", "file"):
+        return original(uri)  # cloud storage: pyarrow's job (ray names it when it is missing)
+    return not os.path.isfile(parsed.path if parsed.scheme else os.fspath(uri))
+
+
+def ray_local_results_without_pyarrow():
+    # tune.run ends by reading its experiment folder back (ExperimentAnalysis) through
+    # pyarrow.fs even when the folder is local; pyarrow comes with ray[tune], not with the
+    # plain ray that RecBole requires, so every search failed after all its trials had run.
+    # (With pyarrow installed the local answer is the same, so the patch applies either way.)
+    try:
+        from ray.tune.analysis import experiment_analysis
+    except ImportError:  # no ray: the ray_optional stand-in has no ray.tune.analysis
+        return
+    wrap("ray_local_results_without_pyarrow", experiment_analysis, "is_directory", _is_directory)
+
+
+def _trial_oom_fails_the_trial(original, manager, tracked_actor_task, exception):
+    """Ray kills a worker when its node runs low on memory and reports an OutOfMemoryError,
+    which ray 2.6.3's actor manager does not expect (it knows actor and task errors) and
+    answers by ending the whole search. The worker died: handled as the actor error it is,
+    the trial fails with Ray's message and the other trials go on."""
+    from ray.exceptions import OutOfMemoryError, RayActorError
+
+    if isinstance(exception, OutOfMemoryError):
+        died = RayActorError()
+        died.error_msg = f"{died.base_error_msg} {exception}"
+        exception = died
+    return original(manager, tracked_actor_task, exception)
+
+
+def ray_trial_oom_fails_the_trial():
+    try:
+        from ray.air.execution._internal.actor_manager import RayActorManager
+    except ImportError:  # no ray: the ray_optional stand-in
+        return
+    wrap("ray_trial_oom_fails_the_trial", RayActorManager, "_actor_task_failed", _trial_oom_fails_the_trial)
