@@ -140,12 +140,14 @@ def run_file(path, distributed=False):
 
     Two runs started in the same second in one checkpoint_dir would otherwise share the
     file, and each would test whatever the other saved last. In a DDP run every rank
-    takes rank 0's tag, since all of them load the best model for the test."""
-    tag = [secrets.token_hex(3)]
-    if distributed:
-        torch.distributed.broadcast_object_list(tag, src=0)
+    takes rank 0's whole name (not only its tag: the time in ``path`` is each process's
+    own clock, and two ranks may straddle a second), since all of them load the best
+    model for the test."""
     stem, ext = os.path.splitext(path)
-    return f"{stem}-{tag[0]}{ext}"
+    name = [f"{stem}-{secrets.token_hex(3)}{ext}"]
+    if distributed:
+        torch.distributed.broadcast_object_list(name, src=0)
+    return name[0]
 
 
 def content_checksum(state):

@@ -32,6 +32,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
                            config_dict=config_dict, saved=saved)
     import torch.multiprocessing as mp
 
+    get_model(model)  # an unknown model: one line here, not a traceback from every child
     queue = mp.get_context("spawn").SimpleQueue()
     config_dict = dict(config_dict or {})
     config_dict.update(world_size=world_size if world_size > 0 else nproc, ip=ip, port=port,
