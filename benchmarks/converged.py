@@ -4,6 +4,7 @@ file per run, resumable across sessions.
     python -m benchmarks.converged --model MASAN --dataset lastfm --seed 2020 [--set key=value ...]
     python -m benchmarks.converged --all [--datasets lastfm ...]   # every pending run of the matrix, in order
     python -m benchmarks.converged --list                                          # the matrix and its state
+    python -m benchmarks.converged --rescore [--datasets lastfm ...] [--models ...]  # add the paper-protocol fields
 
 The matrix (datasets, models, seeds, settings) is benchmarks/converged.yaml; an entry named otherwise
 than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant with its own files. A run writes
@@ -19,6 +20,16 @@ The result file holds ``model``, ``dataset``, ``seed``, ``best_epoch``, ``epochs
 ``stopping_step``, ``test_result`` (the metrics of the best-validation model), ``valid_curve``,
 ``per_user_ndcg@10`` (test users in id order, for paired tests), the full config, seconds per epoch,
 device, versions and commit.
+
+Two protocols. ``test_result`` is RecBole's: full ranking of every item but padding, the user's
+earlier items included. ``test_result_history_excluded`` (same metrics and cut-offs) and
+``per_user_ndcg@10_history_excluded`` follow BSARec's code (and the S3-Rec line it comes from):
+before ranking, the scores of every item the user had before the test target (their whole history
+in the dataset, not only the last L the model reads) are set to 0. Both come from one pass over
+the test users; the metrics of the first are recomputed from the same ranks and must equal RecBole's
+evaluator's, which is what makes the second trustworthy. ``--rescore`` adds the two history-excluded
+fields to finished result files from their best-validation checkpoint, leaving every other field as
+it is.
 """
 
 import argparse
@@ -30,7 +41,7 @@ from typing import NamedTuple
 
 import yaml
 
-from benchmarks.harness import BENCHMARKS, clock, environment, portable_config, write_json
+from benchmarks.harness import BENCHMARKS, clock, environment, portable_config, read_result, write_json
 
 MATRIX = os.path.join(BENCHMARKS, "converged.yaml")
 OUT = os.path.join(BENCHMARKS, "results", "converged")
@@ -61,22 +72,181 @@ def load_matrix(path=MATRIX):
     return runs
 
 
-def per_user_ndcg(trainer, test_data, k=10):
-    """NDCG@k of each test user (one target each, RecBole's full-sort scores and masking), in user id order."""
+# ---------------------------------------------------------------------------- the paper's protocol
+
+# BSARec (and the S3-Rec/FMLP-Rec/FEARec/ICLRec code it comes from) ranks every item but first sets
+# the scores of the user's earlier items to 0 (src/trainers.py:
+# ``rating_pred[self.args.train_matrix[batch_user_index].toarray() > 0] = 0``; the test matrix holds
+# user_seq[:-1]). RecBole ranks them. The figures below repeat the paper's rule on our models.
+HISTORY_SCORE = 0.0
+# 0, not -inf, because that is what the paper's code does, and it is not the same as leaving the
+# items out: an earlier item still takes a place in the ranking, above every item whose score is
+# below 0 (dot-product scores often are). A target that repeats an earlier item gets score 0 too,
+# and is still ranked: first if every other item scores below 0, and in the top k whenever fewer
+# than k other items score above 0. Such a target ties at 0 with the other earlier items: every rank
+# here is 1 + the items scoring strictly above the target, so ties go the target's way (BSARec's
+# argpartition/argsort leaves their order to numpy). The padding item stays at RecBole's -inf (in
+# BSARec's code item 0 is ranked with its embedding's score).
+
+ONE_TARGET_METRICS = ("hit", "recall", "precision", "mrr", "map", "ndcg")
+
+
+def one_target_values(name, ranks, k):
+    """Each target's value of metric ``name`` at cut-off ``k`` from its rank (1 = first), as RecBole's
+    evaluator computes it for one relevant item per user (so recall is hit, and MAP is MRR).
+    ranks: [P] -> [P] doubles."""
     import torch
 
-    users, values = [], []
+    hit = (ranks <= k).double()
+    if name in ("hit", "recall"):
+        return hit
+    if name == "precision":
+        return hit / k
+    if name in ("mrr", "map"):
+        return hit / ranks.double()
+    if name == "ndcg":
+        return hit / torch.log2(ranks.double() + 1)
+    raise ValueError(f"{name} is not a per-target ranking metric; known: {', '.join(ONE_TARGET_METRICS)}")
+
+
+class Histories(NamedTuple):
+    """Every user's interactions in time order, concatenated: user u's are items[starts[u]:ends[u]]."""
+    items: "torch.Tensor"  # [interactions] internal item ids
+    starts: "torch.Tensor"  # [users] (internal user ids; 0 is padding, with no interactions)
+    ends: "torch.Tensor"  # [users]
+
+
+def user_histories(dataset):
+    """The users' interactions ordered by time, from a RecBole dataset not yet split (create_dataset's
+    output, before data_preparation: afterwards a sequential dataset holds augmented rows only).
+    The order is RecBole's own (a stable sort by time, then by user), so the last interaction of a
+    user is their test target under leave-one-out."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    frame = dataset.inter_feat
+    if not isinstance(frame, pd.DataFrame):
+        raise ValueError("user_histories needs the dataset before data_preparation (its inter_feat a DataFrame)")
+    users = frame[dataset.uid_field].to_numpy()
+    by_time = np.argsort(frame[dataset.time_field].to_numpy(), kind="stable")
+    order = by_time[np.argsort(users[by_time], kind="stable")]
+    counts = np.bincount(users, minlength=dataset.user_num)
+    ends = np.cumsum(counts)
+    return Histories(torch.as_tensor(frame[dataset.iid_field].to_numpy()[order], dtype=torch.long),
+                     torch.as_tensor(ends - counts, dtype=torch.long), torch.as_tensor(ends, dtype=torch.long))
+
+
+def earlier_items(histories, users, targets):
+    """(row, item) pairs of every item each user had before their target; checks that the target is
+    the user's last interaction (else the history would hold the target itself, or miss items).
+    users, targets: [B] -> rows, items: [H]."""
+    import torch
+
+    starts, ends = histories.starts[users], histories.ends[users]  # [B]
+    last = histories.items[ends - 1]
+    if not torch.equal(last, targets.cpu()):
+        wrong = (last != targets.cpu()).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"test targets are not the users' last interactions (rows {wrong}): "
+                         "the history-excluded figures need a leave-one-out split ordered by time")
+    lengths = ends - 1 - starts  # [B] earlier items per user
+    rows = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [H]
+    offsets = torch.arange(len(rows)) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)  # [H]
+    return rows, histories.items[starts[rows] + offsets]
+
+
+def exclude_history(scores, rows, items):
+    """The scores with each user's earlier items set to HISTORY_SCORE, as the paper's test does.
+    scores: [B, items] (RecBole's, padding at -inf, which stays there) -> [B, items], a copy."""
+    excluded = scores.clone()
+    excluded[rows.to(scores.device), items.to(scores.device)] = HISTORY_SCORE
+    return excluded
+
+
+def target_ranks(scores, positive_u, positive_i):
+    """Rank of each target among its row's scores: 1 + the items scoring strictly above it. [P]"""
+    target = scores[positive_u, positive_i]  # [P]
+    return (scores[positive_u] > target[:, None]).sum(1) + 1
+
+
+class ScoredTargets(NamedTuple):
+    users: list  # test user of each target, in test_data's order
+    ranks: "torch.Tensor"  # [P] under RecBole's protocol
+    ranks_history_excluded: "torch.Tensor"  # [P] under the paper's; None without histories
+
+
+def score_test_users(trainer, test_data, histories=None):
+    """One pass over test_data: each target's rank under RecBole's full-sort scores (padding masked,
+    history ranked) and, given ``histories``, under the paper's rule (earlier items scored 0)."""
+    import torch
+
+    uid_field = trainer.config["USER_ID_FIELD"]
+    users, ranks, excluded_ranks = [], [], []
     trainer.model.eval()
     with torch.no_grad():
         for batch in test_data:
-            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
-            target = scores[positive_u, positive_i]  # [P]
-            rank = (scores[positive_u] > target[:, None]).sum(1) + 1  # 1 = first
-            gain = torch.where(rank <= k, 1.0 / torch.log2(rank.double() + 1), torch.zeros_like(rank, dtype=torch.double))
-            users += interaction[trainer.config["USER_ID_FIELD"]][positive_u].tolist()
-            values += gain.tolist()
+            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)  # scores [B, items]
+            batch_users = interaction[uid_field][positive_u]  # [P]
+            users += batch_users.tolist()
+            ranks.append(target_ranks(scores, positive_u, positive_i).cpu())
+            if histories is not None:
+                rows, items = earlier_items(histories, batch_users.cpu(), positive_i.cpu())
+                # rows index the targets; scores' rows are the batch's users
+                excluded = exclude_history(scores[positive_u], rows, items)
+                excluded_ranks.append(target_ranks(excluded, torch.arange(len(positive_u), device=scores.device),
+                                                   positive_i).cpu())
+    return ScoredTargets(users, torch.cat(ranks), torch.cat(excluded_ranks) if histories is not None else None)
+
+
+def rank_metrics(ranks, metrics, topk, decimals=None):
+    """The mean of each metric at each cut-off over the targets, keyed as RecBole keys its results
+    ("hit@10"), metric by metric in the config's order; rounded as RecBole rounds when ``decimals``."""
+    result = {}
+    for metric in metrics:
+        for k in topk:
+            value = float(one_target_values(metric.lower(), ranks, k).mean())
+            result[f"{metric.lower()}@{k}"] = value if decimals is None else round(value, decimals)
+    return result
+
+
+def check_matches_recbole(ours, recbole, decimals):
+    """Our metrics from ranks against RecBole's evaluator's (rounded to ``decimals``): the same keys,
+    each within half a unit of the last decimal. Raises on any difference: a mismatch means the
+    ranks, and so the history-excluded figures computed from them, are not to be trusted."""
+    tolerance = 0.5 * 10.0 ** -decimals + 1e-9
+    differ = {k: (ours.get(k), v) for k, v in recbole.items() if k not in ours or abs(ours[k] - v) > tolerance}
+    if differ or ours.keys() != recbole.keys():
+        raise ValueError(f"metrics from ranks differ from RecBole's evaluator (ours, RecBole's): {differ}, "
+                         f"keys {sorted(ours)} vs {sorted(recbole)}")
+
+
+def per_user_gains(users, ranks, k=10):
+    """(users in id order, their NDCG@k rounded to 6 decimals) for paired tests."""
+    gains = one_target_values("ndcg", ranks, k).tolist()
     order = sorted(range(len(users)), key=users.__getitem__)
-    return [users[i] for i in order], [round(values[i], 6) for i in order]
+    return [users[i] for i in order], [round(gains[i], 6) for i in order]
+
+
+def per_user_ndcg(trainer, test_data, k=10):
+    """NDCG@k of each test user (one target each, RecBole's full-sort scores and masking), in user id order."""
+    scored = score_test_users(trainer, test_data)
+    return per_user_gains(scored.users, scored.ranks, k)
+
+
+def protocol_fields(config, scored, test_result):
+    """The result file's fields from one scoring pass: RecBole's per-user NDCG@10 (checked against
+    its evaluator's test_result), and the test metrics and per-user NDCG@10 with history excluded."""
+    metrics, topk, decimals = config["metrics"], config["topk"], config["metric_decimal_place"]
+    check_matches_recbole(rank_metrics(scored.ranks, metrics, topk), test_result, decimals)
+    users, ndcg = per_user_gains(scored.users, scored.ranks)
+    excluded_users, excluded_ndcg = per_user_gains(scored.users, scored.ranks_history_excluded)
+    return {
+        "per_user_ndcg@10": {"users": users, "ndcg": ndcg, "mean": sum(ndcg) / len(ndcg),
+                             "recbole_ndcg@10": float(test_result.get("ndcg@10", math.nan))},
+        "test_result_history_excluded": rank_metrics(scored.ranks_history_excluded, metrics, topk, decimals),
+        "per_user_ndcg@10_history_excluded": {"users": excluded_users, "ndcg": excluded_ndcg,
+                                              "mean": sum(excluded_ndcg) / len(excluded_ndcg)},
+    }
 
 
 def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
@@ -102,7 +272,9 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         "seed": seed, "checkpoint_dir": state_dir, "show_progress": False, **settings})
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+    data = create_dataset(config)
+    histories = user_histories(data)  # before data_preparation turns it into augmented rows
+    train_data, valid_data, test_data = data_preparation(config, data)
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(model_name)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
@@ -142,8 +314,8 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     stopped = trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs
     if not stopped:  # (a finished fit would save epoch -1 over the best model)
         trainer.fit(train_data, valid_data, saved=True, show_progress=False, callback_fn=after_validation)
-    test_result = trainer.evaluate(test_data, load_best_model=True)
-    users, ndcg = per_user_ndcg(trainer, test_data)
+    test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=True).items()}
+    protocols = protocol_fields(config, score_test_users(trainer, test_data, histories), test_result)
     curve = progress["valid_curve"]
     best = max(curve, key=lambda p: p["score"]) if config["valid_metric_bigger"] else min(curve, key=lambda p: p["score"])
     epochs_run = len(progress["train_seconds"])
@@ -152,13 +324,14 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         "best_epoch": best["epoch"], "epochs_run": epochs_run, "stopping_step": config["stopping_step"],
         "stopped_early": epochs_run < config["epochs"],
         "valid_metric": config["valid_metric"], "best_valid_score": best["score"], "best_valid_result": best["metrics"],
-        "test_result": {k: float(v) for k, v in test_result.items()},
+        "test_result": test_result,
+        "test_result_history_excluded": protocols["test_result_history_excluded"],
         "valid_curve": curve,
         "train_seconds_per_epoch": sum(progress["train_seconds"]) / epochs_run,
         "valid_seconds_per_epoch": sum(progress["valid_seconds"]) / max(1, len(progress["valid_seconds"])),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "per_user_ndcg@10": {"users": users, "ndcg": ndcg,
-                             "mean": sum(ndcg) / len(ndcg), "recbole_ndcg@10": float(test_result.get("ndcg@10", math.nan))},
+        "per_user_ndcg@10": protocols["per_user_ndcg@10"],
+        "per_user_ndcg@10_history_excluded": protocols["per_user_ndcg@10_history_excluded"],
         "settings": settings,
         "config": portable_config(config),
         **environment(config["device"].type, threads),
@@ -166,6 +339,106 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     write_json(result_path, record)
     print(f"{name}: best epoch {record['best_epoch']} of {epochs_run}, test {record['test_result']}")
     return record
+
+
+# ---------------------------------------------------------------------------- rescoring finished runs
+
+HISTORY_FIELDS = ("test_result_history_excluded", "per_user_ndcg@10_history_excluded")
+
+
+class RescoreError(RuntimeError):
+    """A finished run cannot be rescored: its checkpoint is gone, or the rebuilt run is not the one recorded."""
+
+
+def config_differences(config, record):
+    """Settings of the rebuilt config whose values differ from the result file's (keys that only
+    one side holds are code added or removed since, and do not change this run)."""
+    rebuilt = portable_config(config)
+    return {k: (record["config"][k], rebuilt[k]) for k in rebuilt.keys() & record["config"].keys()
+            if rebuilt[k] != record["config"][k]}
+
+
+def rescore(result_path, out=OUT, threads=1):
+    """Add the history-excluded fields to a finished run's result file, from its best-validation
+    checkpoint, data and model rebuilt as train() built them. Every other field is kept as it was;
+    the rebuilt run must reproduce the recorded test_result and per-user NDCG@10, else nothing is written."""
+    import tempfile
+
+    import torch
+
+    import masan_recbole  # noqa: F401  (the plugin's models and patches)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    from masan_recbole.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    record = read_result(result_path)
+    name = run_name(record.get("label") or record["model"], record["dataset"], record["seed"])
+    best = os.path.join(out, ".state", name, "best.pth")
+    if not os.path.isfile(best):
+        raise RescoreError(f"{name}: refusing to rescore, its best-validation checkpoint {best} is missing "
+                           "(only a retraining can give the history-excluded figures)")
+    saved = load_checkpoint(best)["config"]
+    for key in ("model", "dataset", "seed"):
+        if saved.get(key) != record[key]:
+            raise RescoreError(f"{name}: {best} is a checkpoint of {key} {saved.get(key)!r}, the result file's is {record[key]!r}")
+    with tempfile.TemporaryDirectory() as scratch:  # RecBole's trainer makes its checkpoint_dir: not .state
+        config = Config(model=record["model"], dataset=record["dataset"], config_dict={
+            "seed": record["seed"], "checkpoint_dir": scratch, "show_progress": False, **record["settings"]})
+        differ = config_differences(config, record)
+        if differ:
+            raise RescoreError(f"{name}: the rebuilt config differs from the recorded one (recorded, now): {differ}")
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        histories = user_histories(dataset)
+        train_data, _, test_data = data_preparation(config, dataset)
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model(record["model"])(config, train_data._dataset).to(config["device"])
+        if sum(p.numel() for p in model.parameters()) != record["parameters"]:
+            raise RescoreError(f"{name}: the rebuilt {record['model']} has a different parameter count from the recorded one")
+        trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
+        # strict load: a key or shape the rebuilt model lacks raises
+        test_result = trainer.evaluate(test_data, load_best_model=True, model_file=best)
+        if {k: float(v) for k, v in test_result.items()} != record["test_result"]:
+            raise RescoreError(f"{name}: the checkpoint gives test {dict(test_result)}, the file records {record['test_result']}")
+        fields = protocol_fields(config, score_test_users(trainer, test_data, histories), record["test_result"])
+    recorded = record["per_user_ndcg@10"]
+    now = fields["per_user_ndcg@10"]
+    if now["users"] != recorded["users"] or max(abs(a - b) for a, b in zip(now["ndcg"], recorded["ndcg"])) > 2e-6:
+        raise RescoreError(f"{name}: the rebuilt run's per-user NDCG@10 differs from the recorded one")
+    write_json(result_path, {**record, **{k: fields[k] for k in HISTORY_FIELDS}})
+    print(f"{name}: test {record['test_result']}; history excluded {fields['test_result_history_excluded']}")
+    return fields
+
+
+def finished_results(out, datasets=None, labels=None):
+    """Paths of the result files at the top of ``out``, those of the given datasets and labels only."""
+    paths = []
+    for file in sorted(os.listdir(out)):
+        path = os.path.join(out, file)
+        if not (file.endswith(".json") and os.path.isfile(path)):
+            continue
+        record = read_result(path)
+        if (not datasets or record["dataset"] in datasets) and (not labels or (record.get("label") or record["model"]) in labels):
+            paths.append(path)
+    return paths
+
+
+def rescore_all(out, datasets=None, labels=None, threads=1):
+    """Rescore every selected result file that lacks the history-excluded fields; 1 if any refused."""
+    status = 0
+    for path in finished_results(out, datasets, labels):
+        if all(key in read_result(path) for key in HISTORY_FIELDS):
+            print(f"{os.path.basename(path)}: has the history-excluded fields already")
+            continue
+        try:
+            rescore(path, out, threads)
+        except RescoreError as e:
+            print(e, file=sys.stderr)
+            status = 1
+    return status
 
 
 def pending(runs, out):
@@ -216,12 +489,17 @@ def main(argv=None):
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="settings over the matrix's")
     parser.add_argument("--all", action="store_true", help="every pending run of the matrix, in order")
     parser.add_argument("--list", action="store_true", help="the matrix and which runs are done")
-    parser.add_argument("--datasets", nargs="*", help="with --all/--list: only these datasets")
-    parser.add_argument("--models", nargs="*", help="with --all/--list: only these models or variant labels")
+    parser.add_argument("--rescore", action="store_true",
+                        help="add the history-excluded test fields to finished result files lacking them, "
+                             "from their .state/<run>/best.pth")
+    parser.add_argument("--datasets", nargs="*", help="with --all/--list/--rescore: only these datasets")
+    parser.add_argument("--models", nargs="*", help="with --all/--list/--rescore: only these models or variant labels")
     parser.add_argument("--matrix", default=MATRIX)
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.rescore:
+        return rescore_all(args.out, args.datasets, args.models, args.threads)
     runs = [r for r in load_matrix(args.matrix)
             if (not args.datasets or r.dataset in args.datasets) and (not args.models or r.label in args.models)]
     if args.list:

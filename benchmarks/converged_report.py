@@ -14,7 +14,9 @@ harnesses' or unfinished runs) and writes
 
 Per dataset the generated part holds our runs (test figures of the best-validation epoch, mean ±
 half the seed range over the seeds done), the published full-ranking figures from anchors.yaml,
-and a Wilcoxon signed-rank test over the test users' NDCG@10 for each pair of runs of the same seed
+and, where published figures were measured with the user's earlier items left out of the ranking
+(protocol ``full-loo-history-excluded``: BSARec's code), our figures under that rule
+(``test_result_history_excluded``) in a second pair of tables beside them, and a Wilcoxon signed-rank test over the test users' NDCG@10 for each pair of runs of the same seed
 (MASAN vs LightSANs, ASRec vs FEARec, SASRec vs RecBoleSASRec, a variant vs its base model). Every
 figure in it comes from a result file or from anchors.yaml, or is computed from them.
 """
@@ -39,6 +41,10 @@ PAIRS = [("MASAN", "LightSANs"), ("ASRec", "FEARec"), ("SASRec", "RecBoleSASRec"
 TABLE_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20", "mrr@10", "mrr@20"]
 DEFAULT_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20"]
 FULL_RANKING = ("full-loo", "full-session")  # our runs rank all items: sampled-negative figures are not comparable
+# the papers' protocol (BSARec and the S3-Rec line): full ranking after the user's earlier items are
+# scored 0; beside these figures go ours computed the same way, never RecBole's
+HISTORY_EXCLUDED = "full-loo-history-excluded"
+HISTORY_RESULT = "test_result_history_excluded"
 METRIC_NAMES = {"hit": "HR", "ndcg": "NDCG", "mrr": "MRR", "recall": "Recall", "precision": "P"}
 ALPHA = 0.05
 
@@ -150,8 +156,8 @@ def format_seeds(values):
     return f"{mean:.4f} ± {half:.4f}"
 
 
-def figure_cell(records, metric):
-    values = [r["test_result"].get(metric) for r in records]
+def figure_cell(records, metric, key="test_result"):
+    values = [r[key].get(metric) for r in records]
     return "—" if None in values else format_seeds(values)
 
 
@@ -181,6 +187,24 @@ def ours_table(dataset, runs, metrics, matrix_runs):
         parameters = ", ".join(f"{p:,}" for p in dict.fromkeys(r["parameters"] for r in records))
         rows.append([label, ", ".join(map(str, sorted(seeds))), *figures, epochs, f"{train:.1f}", parameters])
     return table(header, rows, "ll" + "r" * (len(header) - 2))
+
+
+def history_excluded_table(dataset, runs, metrics, matrix_runs):
+    """Our runs' test figures with the user's earlier items left out, over the seeds whose result
+    file holds them; runs with none are listed below the table, to be rescored."""
+    header = ["run", "seeds", *(f"test {metric_label(m)}" for m in metrics)]
+    rows, missing = [], []
+    for label in ordered_labels(dataset, runs, matrix_runs):
+        seeds = sorted(s for s, r in runs[label].items() if HISTORY_RESULT in r)
+        missing += [f"{label} seed {s}" for s in sorted(runs[label]) if s not in seeds]
+        if seeds:
+            records = [runs[label][s] for s in seeds]
+            rows.append([label, ", ".join(map(str, seeds)), *(figure_cell(records, m, HISTORY_RESULT) for m in metrics)])
+    lines = table(header, rows, "ll" + "r" * len(metrics)) if rows else ["No run has these figures yet."]
+    if missing:
+        lines += ["", f"Without history-excluded figures yet ({', '.join(missing)}): "
+                      "`python -m benchmarks.converged --rescore` adds them from the best checkpoints."]
+    return lines
 
 
 def published_table(anchors, protocols, metrics):
@@ -213,6 +237,7 @@ def tests_table(rows):
 
 def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link):
     mine = [a for a in anchors if a["dataset"] == dataset and a["protocol"] in FULL_RANKING]
+    excluded = [a for a in anchors if a["dataset"] == dataset and a["protocol"] == HISTORY_EXCLUDED]
     lines = [f"### {dataset}", ""]
     if runs:
         metrics = metric_columns(runs, mine)
@@ -225,11 +250,27 @@ def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link)
     if mine:
         lines += ["Published, full ranking:", ""] + published_table(mine, protocols, metrics) + [""]
     else:
-        lines += ["No published full-ranking figures for this dataset in anchors.yaml.", ""]
+        lines += ["No published full-ranking figures under RecBole's protocol for this dataset in anchors.yaml.", ""]
+    if excluded:
+        lines += history_excluded_section(dataset, runs, excluded, protocols, matrix_runs)
     tests = paired_tests(runs)
     if tests:
         lines += [f"Paired test over the test users (same seed; Wilcoxon signed-rank, two-sided; "
                   f"\"difference\" where p < {ALPHA}):", ""] + tests_table(tests) + [""]
+    return lines
+
+
+def history_excluded_section(dataset, runs, anchors, protocols, matrix_runs):
+    """Ours and the published figures under the papers' protocol, one table above the other."""
+    metrics = metric_columns(runs, anchors) if runs else DEFAULT_METRICS
+    lines = [f"Under the papers' protocol ({protocols.get(HISTORY_EXCLUDED, HISTORY_EXCLUDED)}; as in BSARec's "
+             "test, a user's earlier items are their whole sequence before the test target): the same "
+             "best-validation models; two or more seeds: mean ± half their range.", ""]
+    if runs:
+        lines += history_excluded_table(dataset, runs, metrics, matrix_runs) + [""]
+    else:
+        lines += ["No finished run yet.", ""]
+    lines += ["Published, the same protocol:", ""] + published_table(anchors, protocols, metrics) + [""]
     return lines
 
 

@@ -2,6 +2,7 @@
 uninterrupted run, and its result file holds what the report needs."""
 
 import json
+import math
 import os
 
 import pytest
@@ -41,7 +42,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, mo
     assert not os.path.exists(tmp_path / "cut" / f"{SYNTH}-SASRec-seed2020.json")
     resumed = converged.train("SASRec", SYNTH, 2020, tiny(tiny_config), out=str(tmp_path / "cut"))
 
-    for key in ("best_epoch", "epochs_run", "test_result", "best_valid_score"):
+    for key in ("best_epoch", "epochs_run", "test_result", "best_valid_score", "test_result_history_excluded"):
         assert resumed[key] == whole[key], key
     assert [p["score"] for p in resumed["valid_curve"]] == [p["score"] for p in whole["valid_curve"]]
     assert resumed["per_user_ndcg@10"]["ndcg"] == whole["per_user_ndcg@10"]["ndcg"]
@@ -53,7 +54,8 @@ def test_the_result_file_holds_the_report_fields(tiny_config, tmp_path):
     with open(tmp_path / f"{SYNTH}-SASRec-seed2021.json") as f:
         saved = json.load(f)
     for key in ("model", "dataset", "seed", "best_epoch", "epochs_run", "stopping_step", "test_result",
-                "valid_curve", "config", "train_seconds_per_epoch", "device", "versions", "schema_version"):
+                "valid_curve", "config", "train_seconds_per_epoch", "device", "versions", "schema_version",
+                "test_result_history_excluded", "per_user_ndcg@10_history_excluded"):
         assert key in saved, key
     assert saved["epochs_run"] == len(saved["valid_curve"]) and saved["stopping_step"] == 2
     per_user = record["per_user_ndcg@10"]
@@ -96,3 +98,148 @@ def test_a_living_process_keeps_its_claim(tmp_path):
     with open(tmp_path / ".state" / "run" / "lock", "w") as f:
         f.write("999999999")  # a process that is gone
     assert converged.claim(str(tmp_path), "run")
+
+
+# ---------------------------------------------------------------------------- the two test protocols
+
+
+def built_run(config_dict, model="SASRec"):
+    """Config, unsplit-data histories, test data and trainer of a run on the generated dataset."""
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    config = Config(model=model, dataset=SYNTH, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    histories = converged.user_histories(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], model)(config, get_model(model)(config, train_data._dataset))
+    return config, dataset, histories, train_data, valid_data, test_data, trainer
+
+
+def test_metrics_from_ranks_are_recboles_evaluators(tiny_config):
+    metrics, topk = ["Hit", "NDCG", "MRR", "Recall", "Precision", "MAP"], [1, 5, 10]
+    config, _, histories, train_data, valid_data, test_data, trainer = built_run(
+        dict(tiny_config, epochs=1, metrics=metrics, topk=topk, metric_decimal_place=12))
+    trainer.fit(train_data, valid_data, saved=False)
+    recbole = trainer.evaluate(test_data, load_best_model=False)
+    scored = converged.score_test_users(trainer, test_data, histories)
+    ours = converged.rank_metrics(scored.ranks, metrics, topk)
+    assert list(ours) == list(recbole) and len(ours) == 18
+    assert ours == pytest.approx(dict(recbole), abs=1e-9)
+    assert 0 < ours["hit@10"] < 1 and ours["mrr@10"] < ours["hit@10"]  # not a degenerate ranking
+    converged.check_matches_recbole(ours, {k: round(v, 4) for k, v in recbole.items()}, 4)
+    with pytest.raises(ValueError, match="differ from RecBole"):
+        converged.check_matches_recbole(ours, {**recbole, "ndcg@10": recbole["ndcg@10"] + 1e-3}, 4)
+    with pytest.raises(ValueError, match="per-target"):
+        converged.rank_metrics(scored.ranks, ["GiniIndex"], topk)
+
+
+def test_earlier_items_are_scored_zero_not_removed():
+    import torch
+
+    #                     pad     1    2    3     4    5
+    scores = torch.tensor([[-math.inf, 5.0, 1.0, 3.0, -2.0, 0.5],
+                           [-math.inf, -1.0, -3.0, 2.0, -0.5, -4.0]])
+    rows, items = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 3, 1, 3])  # user 0 had 1, 3; user 1 had 1, 3
+    excluded = converged.exclude_history(scores, rows, items)
+    assert excluded[0].tolist() == [-math.inf, 0.0, 1.0, 0.0, -2.0, 0.5] and scores[0, 1] == 5.0  # a copy
+    # user 0's target 2: third under RecBole (items 1 and 3 above it), first once they are scored 0
+    users, targets = torch.tensor([0, 1]), torch.tensor([2, 1])
+    assert converged.target_ranks(scores, users, targets).tolist() == [3, 3]
+    assert converged.target_ranks(excluded, users, targets).tolist()[0] == 1
+    assert excluded[0].argmax() == 2  # the history item with the top score is no longer first
+    # user 1's target 1 repeats an earlier item: scored 0, it still ranks first, for every other
+    # item scores below 0 (item 3's 2.0 is history too); under -inf it would be unrankable
+    assert converged.target_ranks(excluded, users, targets).tolist()[1] == 1
+    # and a repeated target falls behind every item scoring above 0: user 0 with target 3
+    assert converged.target_ranks(excluded, torch.tensor([0]), torch.tensor([3])).tolist() == [3]
+
+
+def inter_file_sequences(data_root, dataset):
+    """Each user's items in time order, read from the generated file, as internal ids (no RecBole)."""
+    import pandas as pd
+
+    frame = pd.read_csv(os.path.join(data_root, SYNTH, f"{SYNTH}.inter"), sep="\t")
+    frame.columns = [c.split(":")[0] for c in frame.columns]
+    frame = frame.sort_values(["user_id", "timestamp"])
+    return {int(dataset.token2id("user_id", str(u))): [int(i) for i in dataset.token2id("item_id", group.item_id.astype(str).tolist())]
+            for u, group in frame.groupby("user_id")}
+
+
+def test_history_excluded_ranks_leave_out_the_whole_history(tiny_config, data_root, monkeypatch):
+    """Scores made up per user: every earlier item on top (100+), the rest in (-1, 1). With a
+    5-item model input, the history the rule needs is the whole sequence, read here from the file."""
+    import numpy as np
+    import torch
+
+    config, dataset, histories, _, _, test_data, trainer = built_run(dict(tiny_config, MAX_ITEM_LIST_LENGTH=5))
+    sequences = inter_file_sequences(data_root, dataset)
+    rng = np.random.default_rng(0)
+    table = torch.tensor(rng.uniform(-1, 1, (dataset.user_num, dataset.item_num)))
+    for user, items in sequences.items():
+        table[user, items[:-1]] += 100
+    monkeypatch.setattr(trainer.model, "full_sort_predict", lambda interaction: table[interaction["user_id"]].clone())
+    trainer.tot_item_num = dataset.item_num  # as RecBole's evaluate sets it before scoring
+
+    scored = converged.score_test_users(trainer, test_data, histories)
+    assert sorted(scored.users) == sorted(sequences)  # every user tested once
+    expected, expected_excluded, repeats = [], [], 0
+    for user in scored.users:
+        items, target = sequences[user][:-1], sequences[user][-1]
+        row = table[user].clone()
+        row[0] = -math.inf
+        expected.append(int((row > row[target]).sum()) + 1)
+        row[items] = 0.0
+        expected_excluded.append(int((row > row[target]).sum()) + 1)
+        if target in items:  # a repeat, scored 0: behind the items above 0, ahead of those below
+            repeats += 1
+            assert expected_excluded[-1] == 1 + int((row > 0).sum()) < dataset.item_num - len(set(items))
+    assert scored.ranks.tolist() == expected
+    assert scored.ranks_history_excluded.tolist() == expected_excluded
+    assert repeats and max(len(s) for s in sequences.values()) > 5 + 1  # both cases are in the data
+    # while RecBole ranks the whole history above such a target
+    assert all(rank > len(set(sequences[user][:-1])) for user, rank in zip(scored.users, expected)
+               if sequences[user][-1] not in sequences[user][:-1])
+
+
+def test_the_history_must_end_with_the_test_target(tiny_config):
+    import torch
+
+    _, dataset, histories, *_ = built_run(tiny_config)
+    users = torch.tensor([1, 2])
+    last = histories.items[histories.ends[users] - 1]
+    rows, items = converged.earlier_items(histories, users, last)
+    assert len(rows) == int((histories.ends[users] - histories.starts[users] - 1).sum())
+    with pytest.raises(ValueError, match="last interactions"):
+        converged.earlier_items(histories, users, last % (dataset.item_num - 1) + 1)
+    with pytest.raises(ValueError, match="before data_preparation"):
+        converged.user_histories(dataset)  # data_preparation has built it since
+
+
+def test_rescore_adds_the_history_fields_and_nothing_else(tiny_config, tmp_path, capsys):
+    out = tmp_path / "out"
+    record = converged.train("SASRec", SYNTH, 2020, dict(tiny(tiny_config), epochs=2), out=str(out))
+    path = out / f"{SYNTH}-SASRec-seed2020.json"
+    written = json.loads(path.read_text())
+    assert set(converged.HISTORY_FIELDS) <= set(written)
+    assert written["per_user_ndcg@10_history_excluded"]["mean"] == pytest.approx(
+        written["test_result_history_excluded"]["ndcg@10"], abs=1e-4)
+    assert written["test_result_history_excluded"].keys() == written["test_result"].keys()
+    # a file from before the fields existed
+    older = {k: v for k, v in written.items() if k not in converged.HISTORY_FIELDS}
+    converged.write_json(str(path), older)
+    assert converged.main(["--rescore", "--out", str(out), "--datasets", SYNTH]) == 0
+    rescored = json.loads(path.read_text())
+    assert rescored == written and list(rescored) == list(older) + list(converged.HISTORY_FIELDS)
+    converged.main(["--rescore", "--out", str(out)])
+    assert "has the history-excluded fields already" in capsys.readouterr().out
+    # no checkpoint, no rescoring
+    converged.write_json(str(path), older)
+    os.remove(out / ".state" / f"{SYNTH}-SASRec-seed2020" / "best.pth")
+    with pytest.raises(converged.RescoreError, match="best-validation checkpoint .* is missing"):
+        converged.rescore(str(path), str(out))
+    assert converged.main(["--rescore", "--out", str(out)]) == 1
+    assert json.loads(path.read_text()) == older
+    assert record["test_result_history_excluded"] == written["test_result_history_excluded"]

@@ -17,7 +17,7 @@ MASAN_2020 = [round(0.05 * (u % 7), 6) for u in USERS]
 LIGHTSANS_2020 = [round(max(0.0, 0.05 * (u % 7) - 0.02 * (u % 3)), 6) for u in USERS]
 
 
-def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7):
+def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7, excluded=None):
     curve = [{"epoch": e, "score": 0.01 * e if e <= best_epoch else 0.01 * best_epoch - 0.001 * (e - best_epoch),
               "metrics": {}} for e in range(epochs_run)]
     record = {
@@ -31,6 +31,9 @@ def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best
     }
     if label:
         record["label"] = label
+    if excluded:  # (NDCG@10, HR@10) with the user's earlier items scored 0
+        record["test_result_history_excluded"] = {"hit@10": excluded[1], "ndcg@10": excluded[0],
+                                                  "hit@20": excluded[1] + 0.03, "ndcg@20": excluded[0] + 0.02}
     return record
 
 
@@ -41,19 +44,24 @@ def setup(tmp_path):
     (results / ".state" / "toyset-MASAN-seed2022").mkdir(parents=True)
     (results / "ml-100k-seed2020").mkdir()  # another harness's folder: not read
     (results / "ml-100k-seed2020" / "stray.json").write_text("{}")
-    runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020),
-            result("MASAN", 2021, 0.0340, 0.0640, MASAN_2020[::-1]),
-            result("LightSANs", 2020, 0.0250, 0.0550, LIGHTSANS_2020),
+    runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020, excluded=(0.0400, 0.0700)),
+            result("MASAN", 2021, 0.0340, 0.0640, MASAN_2020[::-1], excluded=(0.0460, 0.0760)),
+            result("LightSANs", 2020, 0.0250, 0.0550, LIGHTSANS_2020, excluded=(0.0333, 0.0666)),
             result("MASAN", 2021, 0.0330, 0.0630, LIGHTSANS_2020, label="MASAN-bucketed")]
     for r in runs:
         name = f"toyset-{r.get('label', r['model'])}-seed{r['seed']}.json"
         (results / name).write_text(json.dumps(r))
     anchors = tmp_path / "anchors.yaml"
     anchors.write_text(yaml.safe_dump({
-        "protocols": {"full-loo": "full ranking, leave-one-out", "sampled100-loo": "100 sampled negatives"},
+        "protocols": {"full-loo": "full ranking, leave-one-out", "sampled100-loo": "100 sampled negatives",
+                      "full-loo-history-excluded": "full ranking, earlier items left out"},
         "anchors": [
-            {"model": "BSARec", "dataset": "toyset", "protocol": "full-loo", "metric": "ndcg@10", "value": 0.0611,
-             "source": "a log", "data": "the same file"},
+            {"model": "BSARec", "dataset": "toyset", "protocol": "full-loo-history-excluded", "metric": "ndcg@10",
+             "value": 0.0611, "source": "a log", "data": "the same file"},
+            {"model": "BSARec", "dataset": "toyset", "protocol": "full-loo-history-excluded", "metric": "hit@10",
+             "value": 0.0807, "source": "a log", "data": "the same file"},
+            {"model": "SASRec+SS", "dataset": "toyset", "protocol": "full-loo", "metric": "ndcg@10", "value": 0.0522,
+             "source": "a README"},
             {"model": "SASRec", "dataset": "toyset", "protocol": "sampled100-loo", "metric": "ndcg@10",
              "value": 0.4321, "source": "a paper"}]}))
     matrix = tmp_path / "matrix.yaml"
@@ -82,8 +90,25 @@ def test_the_table_shows_mean_and_half_range_of_the_seeds(setup):
     assert "0.0620 ± 0.0020" in masan  # HR@10: 0.0600 and 0.0640
     assert "7 / 12, 7 / 12" in masan and "| 100.0 |" in masan and "1,234" in masan
     assert "0.0250 (1 seed)" in row(text, "LightSANs")
-    # only full-ranking published figures sit beside ours
-    assert "0.0611" in row(text, "BSARec") and "0.4321" not in text
+    # only full-ranking published figures sit beside ours; BSARec's protocol has tables of its own
+    recbole_protocol = text.split("Under the papers' protocol")[0]
+    assert "0.0522" in row(recbole_protocol, "SASRec+SS") and "0.4321" not in text and "BSARec" not in recbole_protocol
+
+
+def test_history_excluded_figures_sit_beside_the_papers(setup):
+    text = generate(setup)
+    papers = text.split("Under the papers' protocol (full ranking, earlier items left out;")[1].split("Paired test")[0]
+    # ours under that rule: the seeds' test_result_history_excluded, never their test_result
+    masan = row(papers, "MASAN")
+    assert masan == "| MASAN | 2020, 2021 | 0.0730 ± 0.0030 | 0.0430 ± 0.0030 | 0.1030 ± 0.0030 | 0.0630 ± 0.0030 |"
+    assert row(papers, "LightSANs") == "| LightSANs | 2020 | 0.0666 (1 seed) | 0.0333 (1 seed) | 0.0966 (1 seed) | 0.0533 (1 seed) |"
+    # a run whose file lacks them is named, to be rescored, not shown as a row
+    assert "| MASAN-bucketed |" not in papers and "(MASAN-bucketed seed 2021)" in papers
+    # then the published figures of the same protocol
+    bsarec = row(papers, "BSARec")
+    assert bsarec == "| BSARec | full ranking, earlier items left out | 0.0807 | 0.0611 | a log | the same file |"
+    assert papers.index(masan) < papers.index("Published, the same protocol") < papers.index(bsarec)
+    assert "SASRec+SS" not in papers
 
 
 def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
