@@ -2,26 +2,33 @@
 
     python -m masan_recbole.recommend --checkpoint saved/SASRec-....pth --users 196 186 --k 10 [--exclude-history]
     python -m masan_recbole.recommend --checkpoint saved/SR-SAN-....pth --items 242 302 377 --k 20 --output top.csv
+    python -m masan_recbole.recommend --checkpoint saved/SASRec-....pth --all-users --k 10 --output all.csv
 
 A user's input sequence is their whole known history (their test sequence plus
 the test item, oldest first, the most recent ``MAX_ITEM_LIST_LENGTH`` kept): the
 items come after everything the model was shown. ``--items`` scores one explicit
-sequence (a session) instead.
+sequence (a session) instead. ``--all-users`` writes every user's top-k to a .csv
+or .parquet file, one chunk of users at a time.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import sys
+import time
 
 import torch
 from recbole.data.interaction import Interaction
 
 from masan_recbole.checkpoint import CheckpointError
+from masan_recbole.files import write_atomic
 from masan_recbole.quick_start import load_data_and_model
 
 COLUMNS = ("user", "rank", "item", "score")
+OUTPUTS = (".csv", ".json", ".parquet")
+logger = logging.getLogger("masan_recbole")
 
 
 def _internal_ids(dataset, field, tokens, what):
@@ -38,20 +45,26 @@ def _internal_ids(dataset, field, tokens, what):
     return [table[str(t)] for t in tokens]
 
 
-def _user_histories(dataset, users):
-    """Internal item ids of each user's known history, oldest first (at most L + 1).
+def _last_rows(dataset):
+    """Row of each user's latest sequence in ``inter_feat``, by internal user id; -1 for
+    [PAD] and for users with a single interaction (RecBole makes no sequence for them).
 
-    After RecBole's split the dataset holds one row per prefix, in time order; a
-    user's last row is their latest sequence and its target is their latest item.
+    After RecBole's split the dataset holds one row per prefix, in time order, so a
+    user's latest sequence is their last row.
     """
+    uid = dataset.inter_feat[dataset.uid_field]
+    rows = torch.arange(len(uid))
+    return torch.full((dataset.user_num,), -1, dtype=torch.long).scatter_reduce_(0, uid, rows, reduce="amax")
+
+
+def _user_histories(dataset, last_rows, users):
+    """Internal item ids of each user's known history, oldest first (at most L + 1):
+    their latest sequence and its target, their latest item."""
     inter = dataset.inter_feat
-    uid, target = inter[dataset.uid_field], inter[dataset.iid_field]
-    seqs, lengths = inter[dataset.item_id_list_field], inter[dataset.item_list_length_field]
-    histories = []
-    for user in users:
-        last = (uid == user).nonzero()[-1].item()
-        histories.append(seqs[last, : lengths[last]].tolist() + [target[last].item()])
-    return histories
+    rows = last_rows[users]  # [B]
+    seqs = inter[dataset.item_id_list_field][rows].tolist()  # [B, L]
+    lengths, targets = inter[dataset.item_list_length_field][rows].tolist(), inter[dataset.iid_field][rows].tolist()
+    return [seq[:n] + [t] for seq, n, t in zip(seqs, lengths, targets)]
 
 
 def _batch(model, sequences):
@@ -62,6 +75,20 @@ def _batch(model, sequences):
         items[row, : len(seq)] = torch.tensor(seq)
     lengths = torch.tensor([len(seq) for seq in sequences])
     return Interaction({model.ITEM_SEQ: items, model.ITEM_SEQ_LEN: lengths})
+
+
+def check_output(output):
+    """Refuse an unknown suffix, or .parquet without pyarrow, before a model is loaded."""
+    if output is None:
+        return
+    if not output.endswith(OUTPUTS):
+        raise ValueError(f"--output must end in .csv, .json or .parquet, got {output}")
+    if output.endswith(".parquet"):
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise ValueError(f"writing {output} needs pyarrow, which is not installed: pip install pyarrow "
+                             "(or write .csv)") from None
 
 
 class Recommender:
@@ -81,54 +108,140 @@ class Recommender:
         self.device = device or self.config["device"]
         self.model.to(self.device).eval()
         self.item_tokens = self.dataset.field2id_token[self.dataset.iid_field]
+        self.n_items = len(self.item_tokens) - 1  # id 0 is padding
+        self._user_rows = None  # each user's last row in the dataset, found on the first user request
+
+    def _last_rows(self):
+        if self.config["benchmark_filename"]:
+            raise ValueError(f"{self.dataset.dataset_name} holds sessions, not user histories: pass item sequences")
+        if self._user_rows is None:
+            self._user_rows = _last_rows(self.dataset)
+        return self._user_rows
+
+    def _check_k(self, k, exclude_history, longest):
+        """``k``, capped at the items left after excluding a history of ``longest`` items."""
+        if not 0 < k <= self.n_items:
+            raise ValueError(f"k must be between 1 and {self.n_items} (the number of items), got {k}")
+        if exclude_history:
+            eligible = self.n_items - longest
+            if eligible < 1:
+                raise ValueError("--exclude-history leaves no item to recommend: a history holds every item")
+            if k > eligible:
+                logger.warning(f"k={k} is more than the {eligible} items left after excluding the longest history; "
+                               f"returning {eligible} per sequence")
+                k = eligible
+        return k
+
+    def _top_k_rows(self, names, sequences, k, exclude_history):
+        """Rows for one batch of sequences (internal item ids), in ``names`` order."""
+        with torch.no_grad():
+            scores = self.model.full_sort_predict(_batch(self.model, sequences).to(self.device)).float()  # [B,n+1]
+        scores[:, 0] = -torch.inf  # padding item
+        if exclude_history:
+            for row, seq in enumerate(sequences):
+                scores[row, seq] = -torch.inf
+        top_scores, top_items = scores.topk(k, dim=1)  # [B,k]
+        items = self.item_tokens[top_items.cpu().numpy()].tolist()
+        return [{"user": name, "rank": rank + 1, "item": str(item), "score": round(score, 6)}
+                for name, row_items, row_scores in zip(names, items, top_scores.tolist())
+                for rank, (item, score) in enumerate(zip(row_items, row_scores))]
 
     def top_k(self, user_ids=None, item_sequences=None, k=10, exclude_history=False, batch_size=256):
         """Rows ``{user, rank, item, score}``; ``user`` is the given id, or ``session-<n>`` for sequences."""
         if (user_ids is None) == (item_sequences is None):
             raise ValueError("give either user_ids or item_sequences")
         if user_ids is not None:
-            if self.config["benchmark_filename"]:
-                raise ValueError(f"{self.dataset.dataset_name} holds sessions, not user histories: pass item sequences")
+            last_rows = self._last_rows()
             users = _internal_ids(self.dataset, self.dataset.uid_field, user_ids, "user")
-            sequences, names = _user_histories(self.dataset, users), [str(u) for u in user_ids]
+            single = [u for u, i in zip(user_ids, users) if last_rows[i] < 0]
+            if single:
+                raise ValueError(f"user(s) {single} have a single interaction in {self.dataset.dataset_name}: "
+                                 "RecBole keeps no sequence for them; pass their item as --items")
+            sequences, names = _user_histories(self.dataset, last_rows, users), [str(u) for u in user_ids]
         else:
             sequences = [_internal_ids(self.dataset, self.dataset.iid_field, seq, "item") for seq in item_sequences]
             names = [f"session-{n}" for n in range(len(sequences))]
         if any(len(seq) == 0 for seq in sequences):
             raise ValueError("every sequence needs at least one item")
-        n_items = len(self.item_tokens) - 1  # id 0 is padding
-        if not 0 < k <= n_items:
-            raise ValueError(f"k must be between 1 and {n_items} (the number of items), got {k}")
-        if exclude_history:
-            eligible = n_items - max(len(set(seq)) for seq in sequences)
-            if eligible < 1:
-                raise ValueError("--exclude-history leaves no item to recommend: a history holds every item")
-            if k > eligible:
-                logging.getLogger("masan_recbole").warning(
-                    f"k={k} is more than the {eligible} items left after excluding the longest history; "
-                    f"returning {eligible} per sequence")
-                k = eligible
-
+        k = self._check_k(k, exclude_history, max(len(set(seq)) for seq in sequences))
         rows = []
         for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
-            with torch.no_grad():
-                scores = self.model.full_sort_predict(_batch(self.model, chunk).to(self.device)).float()
-            scores[:, 0] = -torch.inf  # padding item
-            if exclude_history:
-                for row, seq in enumerate(chunk):
-                    scores[row, seq] = -torch.inf
-            top_scores, top_items = scores.topk(k, dim=1)  # [B,k]
-            for row, name in enumerate(names[start : start + batch_size]):
-                for rank in range(k):
-                    rows.append({"user": name, "rank": rank + 1, "item": str(self.item_tokens[top_items[row, rank]]),
-                                 "score": round(top_scores[row, rank].item(), 6)})
+            end = start + batch_size
+            rows += self._top_k_rows(names[start:end], sequences[start:end], k, exclude_history)
         return rows
+
+    def all_users(self, k=10, exclude_history=False, chunk_size=256):
+        """Every user's rows, one list per chunk of ``chunk_size`` users, in internal id order.
+
+        A generator, so that only one chunk's histories, scores and rows exist at a time.
+        Each user's rows equal ``top_k(user_ids=[user], ...)``. With ``exclude_history``
+        k is capped for the longest possible history (L + 1 items), the same for every chunk.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
+        last_rows = self._last_rows()
+        users = (last_rows >= 0).nonzero().squeeze(1)  # [U] internal ids; one int per user, not a sequence
+        single = self.dataset.user_num - 1 - len(users)
+        if single:
+            logger.warning(f"{single} user(s) with a single interaction have no sequence in RecBole's dataset "
+                           "and are left out")
+        k = self._check_k(k, exclude_history, min(self.n_items, self.model.max_seq_length + 1))
+        user_tokens = self.dataset.field2id_token[self.dataset.uid_field]
+        for start in range(0, len(users), chunk_size):
+            chunk = users[start : start + chunk_size]
+            names = [str(token) for token in user_tokens[chunk.numpy()]]
+            yield self._top_k_rows(names, _user_histories(self.dataset, last_rows, chunk), k, exclude_history)
 
 
 def recommend(checkpoint, user_ids=None, item_sequences=None, k=10, exclude_history=False, device=None):
     """Top-``k`` items (external ids) for each user, or for each explicit item sequence."""
     return Recommender(checkpoint, device).top_k(user_ids, item_sequences, k, exclude_history)
+
+
+@contextlib.contextmanager
+def _table_writer(output):
+    """A function that appends rows to ``output`` (.csv or .parquet); the file appears whole
+    once the block ends, or not at all."""
+    if output.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([("user", pa.string()), ("rank", pa.int64()), ("item", pa.string()),
+                            ("score", pa.float64())])
+        with write_atomic(output, "wb") as f, pq.ParquetWriter(f, schema) as writer:
+            yield lambda rows: writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+    elif output.endswith(".csv"):
+        with write_atomic(output, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            yield writer.writerows
+    else:
+        raise ValueError(f"rows are written to .csv or .parquet, got {output}")
+
+
+def recommend_all_users(checkpoint, output, k=10, exclude_history=False, chunk_size=256, device=None):
+    """Top-``k`` for every user of the checkpoint's dataset, streamed to ``output`` (.csv, or
+    .parquet with pyarrow). Memory holds the model and one chunk of users, whatever their number.
+
+    Returns ``{"users", "rows", "seconds", "users_per_s"}``; seconds count scoring and writing,
+    not loading.
+    """
+    if not output.endswith((".csv", ".parquet")):
+        raise ValueError(f"--all-users writes a .csv or .parquet --output, got {output}")
+    check_output(output)
+    recommender = Recommender(checkpoint, device)
+    users = rows = 0
+    started = time.perf_counter()
+    with _table_writer(output) as write_rows:
+        for chunk in recommender.all_users(k, exclude_history, chunk_size):
+            write_rows(chunk)
+            users += sum(row["rank"] == 1 for row in chunk)
+            rows += len(chunk)
+            del chunk  # drop it before the next one is made
+    seconds = time.perf_counter() - started
+    summary = {"users": users, "rows": rows, "seconds": seconds, "users_per_s": users / max(seconds, 1e-9)}
+    logger.info(f"{users} users, {rows} rows in {seconds:.1f} s ({summary['users_per_s']:.0f} users/s): {output}")
+    return summary
 
 
 def write(rows, output=None):
@@ -137,15 +250,11 @@ def write(rows, output=None):
         for row in rows:
             print("\t".join(str(row[c]) for c in COLUMNS))
     elif output.endswith(".json"):
-        with open(output, "w") as f:
+        with write_atomic(output, "w") as f:
             json.dump(rows, f, indent=1)
-    elif output.endswith(".csv"):
-        with open(output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
     else:
-        raise ValueError(f"--output must end in .csv or .json, got {output}")
+        with _table_writer(output) as write_rows:
+            write_rows(rows)
 
 
 def main(argv=None):
@@ -154,13 +263,25 @@ def main(argv=None):
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--users", nargs="+", help="external user ids")
     who.add_argument("--items", nargs="+", help="one item sequence (external ids, oldest first)")
+    who.add_argument("--all-users", action="store_true", help="every user of the dataset, written to --output")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--exclude-history", action="store_true", help="never recommend an item already in the input")
-    parser.add_argument("--output", help="write CSV or JSON instead of printing a table")
+    parser.add_argument("--output", help="write CSV, JSON or Parquet (needs pyarrow) instead of printing a table")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="--all-users: users scored and written at a time (memory: chunk x items scores)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: the checkpoint's, CPU without CUDA)")
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
     try:
+        check_output(args.output)
+        if args.all_users:
+            if args.output is None:
+                raise ValueError("--all-users writes a file: give --output all.csv (or .parquet)")
+            summary = recommend_all_users(args.checkpoint, args.output, args.k, args.exclude_history,
+                                          args.chunk_size, args.device)
+            print(f"{summary['users']} users, {summary['rows']} rows in {summary['seconds']:.1f} s "
+                  f"({summary['users_per_s']:.0f} users/s): {args.output}", file=sys.stderr)
+            return
         rows = recommend(args.checkpoint, args.users, [args.items] if args.items else None, args.k,
                          args.exclude_history, args.device)
     except (ValueError, CheckpointError) as e:
