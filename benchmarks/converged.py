@@ -138,21 +138,30 @@ def user_histories(dataset):
 
 
 def earlier_items(histories, users, targets):
-    """(row, item) pairs of every item each user had before their target; checks that the target is
-    the user's last interaction (else the history would hold the target itself, or miss items).
-    users, targets: [B] -> rows, items: [H]."""
+    """(row, item) pairs of every item each user had before their target: all the user's interactions
+    but one occurrence of the target. Not "all but the last by time": interactions with equal times
+    (ml-100k has them) come in whichever order RecBole's sort left them, and RecBole's split decides
+    which of them is the target. An earlier occurrence of the same item stays (a repeat, as the
+    paper's code treats it). users, targets: [B] -> rows, items: [H]."""
     import torch
 
+    targets = targets.cpu()
     starts, ends = histories.starts[users], histories.ends[users]  # [B]
-    last = histories.items[ends - 1]
-    if not torch.equal(last, targets.cpu()):
-        wrong = (last != targets.cpu()).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"test targets are not the users' last interactions (rows {wrong}): "
-                         "the history-excluded figures need a leave-one-out split ordered by time")
-    lengths = ends - 1 - starts  # [B] earlier items per user
-    rows = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [H]
-    offsets = torch.arange(len(rows)) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)  # [H]
-    return rows, histories.items[starts[rows] + offsets]
+    lengths = ends - starts  # [B] all interactions per user
+    rows = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [H+B]
+    offsets = torch.arange(len(rows)) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
+    items = histories.items[starts[rows] + offsets]  # [H+B]
+    # the target's last occurrence in each row is the one to leave out
+    is_target = items == targets[rows]
+    position = torch.where(is_target, torch.arange(len(rows)), torch.full_like(rows, -1))
+    drop = torch.full((len(users),), -1, dtype=torch.long).scatter_reduce(0, rows, position, "amax")  # [B]
+    if (drop < 0).any():
+        wrong = (drop < 0).nonzero().flatten()[:5].tolist()
+        raise ValueError(f"test targets are not among their users' interactions (rows {wrong}): "
+                         "the history-excluded figures need RecBole's leave-one-out split of the same data")
+    keep = torch.ones(len(rows), dtype=torch.bool)
+    keep[drop] = False
+    return rows[keep], items[keep]
 
 
 def exclude_history(scores, rows, items):

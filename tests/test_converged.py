@@ -204,7 +204,7 @@ def test_history_excluded_ranks_leave_out_the_whole_history(tiny_config, data_ro
                if sequences[user][-1] not in sequences[user][:-1])
 
 
-def test_the_history_must_end_with_the_test_target(tiny_config):
+def test_the_history_is_every_interaction_but_the_test_target(tiny_config):
     import torch
 
     _, dataset, histories, *_ = built_run(tiny_config)
@@ -212,8 +212,19 @@ def test_the_history_must_end_with_the_test_target(tiny_config):
     last = histories.items[histories.ends[users] - 1]
     rows, items = converged.earlier_items(histories, users, last)
     assert len(rows) == int((histories.ends[users] - histories.starts[users] - 1).sum())
-    with pytest.raises(ValueError, match="last interactions"):
-        converged.earlier_items(histories, users, last % (dataset.item_num - 1) + 1)
+    assert items.tolist() == histories.items[histories.starts[1]:histories.ends[1] - 1].tolist() + \
+        histories.items[histories.starts[2]:histories.ends[2] - 1].tolist()
+    # with equal times the target may come earlier in the stored order: the others are the history
+    first = histories.items[histories.starts[users]]
+    rows, items = converged.earlier_items(histories, users, first)
+    for row, user in enumerate(users.tolist()):
+        whole = histories.items[histories.starts[user]:histories.ends[user]].tolist()
+        whole.reverse(), whole.remove(first[row].item()), whole.reverse()  # its last occurrence goes
+        assert sorted(items[rows == row].tolist()) == sorted(whole)
+    absent = torch.tensor([i for i in range(1, dataset.item_num) if i not in
+                           histories.items[histories.starts[1]:histories.ends[1]].tolist()][:1] + [last[1].item()])
+    with pytest.raises(ValueError, match="not among their users' interactions"):
+        converged.earlier_items(histories, users, absent)
     with pytest.raises(ValueError, match="before data_preparation"):
         converged.user_histories(dataset)  # data_preparation has built it since
 
