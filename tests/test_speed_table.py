@@ -36,3 +36,15 @@ def test_batch_subset_takes_the_first_batches_or_fixed_positions():
     assert len(speed_table.BatchSubset(batches, first=30)) == 10
     subset = speed_table.BatchSubset(batches, positions={1, 7})
     assert list(subset) == [[1], [7]] and len(subset) == 2
+
+
+def test_flop_ratio_counts_the_extra_arithmetic_of_a_model(tiny_config):
+    from benchmarks import flop_ratio
+
+    settings = {k: tiny_config[k] for k in ("data_path", "load_col", "MAX_ITEM_LIST_LENGTH", "eval_args")}
+    settings.update(flop_ratio.SHAPES, MAX_ITEM_LIST_LENGTH=10, train_batch_size=32)
+    one_layer = flop_ratio.step_flops("SASRec", "synth", dict(settings, n_layers=1))
+    two_layers = flop_ratio.step_flops("SASRec", "synth", settings)
+    asrec = flop_ratio.step_flops("ASRec", "synth", settings)
+    assert sum(one_layer.values()) < sum(two_layers.values()) < sum(asrec.values())
+    assert "aten.convolution" in asrec and "aten.convolution" not in two_layers  # ASRec's multi-scale branch
