@@ -93,6 +93,11 @@ def start_ray(address=None, num_cpus=None):
 
     if ray.is_initialized():
         return False
+    if address is None:
+        # Ray starts workers at nice 15, so a local search waits behind any other busy process
+        # (two converged runs on this 2-core machine stretched two one-epoch trials to 14 minutes);
+        # trials are the user's main work, as a hyperopt trial is. A value the user set stays.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     # Workers' own output stays in the trials' folders (RecBole's log/, Ray's error.txt): printed
     # here, two trials' epoch logs would interleave with Ray's status tables.
     ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,

@@ -175,3 +175,17 @@ def test_two_masan_trials_run_at_once_on_a_local_ray(params_file, tmp_path):
     assert sorted(entries) == sorted((str(t.config["learning_rate"]), str(t.config["k_interests"])) for t in trials)
     # Ray's experiment folder is under saved/ray, with each trial's RecBole checkpoint in its own folder
     assert len(list((tmp_path / "saved" / "ray").glob("MASAN-ml-100k-*/_trial_*/saved/MASAN-*.pth"))) == 2
+
+
+def test_a_local_ray_runs_trials_at_normal_priority(monkeypatch):
+    import os
+
+    import ray
+
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert tuning.start_ray(num_cpus=1)
+    try:
+        # Ray's own default is nice 15: trials would wait behind every other busy process
+        assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0
+    finally:
+        ray.shutdown()
