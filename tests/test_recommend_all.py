@@ -80,7 +80,10 @@ def test_cli_all_users_matches_the_per_user_path(ml100k, ml100k_histories, tmp_p
     rec = Recommender(ml100k)
     for user in ["1", "196", "943", rows[-1]["user"]]:  # the last user sits in the last, partial chunk
         expected = rec.top_k(user_ids=[user], k=K)
-        assert [(r["item"], float(r["score"])) for r in users[user]] == [(r["item"], r["score"]) for r in expected]
+        # same items in the same order; scores to float32 rounding (a chunk of 100 and a batch of 1
+        # are different matrix products)
+        assert [r["item"] for r in users[user]] == [r["item"] for r in expected]
+        assert [float(r["score"]) for r in users[user]] == pytest.approx([r["score"] for r in expected], abs=1e-5)
 
 
 @pytest.mark.slow
