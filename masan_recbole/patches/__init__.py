@@ -70,7 +70,7 @@ INVENTORY = (
           "one trial's worker; that trial should fail and the others go on",
           "tests/test_ray_tune.py::test_a_trial_killed_for_memory_fails_alone",
           "a ray whose actor manager handles OutOfMemoryError", platform.ray_trial_oom_fails_the_trial),
-    Patch("keep_freed_memory", "glibc malloc (mallopt: mmap threshold, trim threshold, top pad)",
+    Patch("keep_freed_memory", "glibc malloc (mallopt: no mmap, no trimming, top pad)",
           "glibc hands large freed buffers back to the kernel, so every training step faults and zeroes its "
           "activations' pages again: ~40 % of a CPU epoch in the kernel, most of all in a process's first epoch",
           "tests/test_patches.py::test_freed_training_buffers_are_reused_not_faulted_again",
