@@ -28,7 +28,7 @@ import sys
 import yaml
 
 from benchmarks.converged import MATRIX, OUT, load_matrix
-from benchmarks.harness import BENCHMARKS, REPO, read_result, write_figure, write_text
+from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
 
 DOC = os.path.join(REPO, "docs", "results.md")
 ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
@@ -81,11 +81,6 @@ def pending_runs(matrix_runs, results):
 
 
 # ---------------------------------------------------------------------------- numbers
-
-
-def mean_and_half_range(values):
-    """Mean of the seeds and half their range: with two seeds, each seed is mean ± that."""
-    return sum(values) / len(values), (max(values) - min(values)) / 2
 
 
 def paired_test(a, b):
@@ -150,10 +145,7 @@ def table(header, rows, align):
 
 
 def format_seeds(values):
-    if len(values) == 1:
-        return f"{values[0]:.4f} (1 seed)"
-    mean, half = mean_and_half_range(values)
-    return f"{mean:.4f} ± {half:.4f}"
+    return mean_half_range(values) + (" (1 seed)" if len(values) == 1 else "")
 
 
 def figure_cell(records, metric, key="test_result"):

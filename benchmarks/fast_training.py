@@ -19,12 +19,12 @@ variants run up to ``--fast-epochs`` with early stopping. Results:
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import torch
 
-from benchmarks.harness import describe_device, environment, read_result, run_model, write_json, write_text
+from benchmarks.harness import (describe_device, environment, mean_half_range, read_result, run_model, write_json,
+                                write_text)
 from masan_recbole.data.all_positions import window_stride
 from masan_recbole.model.base import SSM_CORRECTION
 
@@ -91,7 +91,7 @@ def mean_spread(values):
     known = [v for v in values if v is not None and v != NEVER]
     if not known:
         return "–" if all(v is None for v in values) else "never reached"
-    text = f"{statistics.mean(known):.4f}" + (f" ± {(max(known) - min(known)) / 2:.4f}" if len(known) > 1 else "")
+    text = mean_half_range(known)
     return text if len(known) == len(values) else f"{text} (reached in {len(known)} of {len(values)} seeds)"
 
 

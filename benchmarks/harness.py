@@ -254,6 +254,12 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
 # ---------------------------------------------------------------------------- result files
 
 
+def mean_half_range(values):
+    """Seeds' values as "mean ± half their range" (the noise; "0.0631" for one value)."""
+    mean = sum(values) / len(values)
+    return f"{mean:.4f}" + (f" ± {(max(values) - min(values)) / 2:.4f}" if len(values) > 1 else "")
+
+
 def write_json(path, data, indent=2):
     """Write a result file atomically, ``schema_version`` first (this module's version)."""
     record = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in data.items() if k != "schema_version"}}
