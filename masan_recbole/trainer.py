@@ -195,6 +195,21 @@ def evaluate_from_checkpoint(original_evaluate, trainer, eval_data, load_best_mo
     return None if result is None else OrderedDict((k, float(v)) for k, v in result.items())
 
 
+def fused_optimizer(original_build, trainer, **kwargs):
+    """RecBole's ``_build_optimizer``; an Adam or AdamW then gets torch's fused kernel (one pass
+    over each parameter instead of about ten separate ones: on CPU the step over a large item table
+    was a fifth of an SR-SAN batch). Same update up to float rounding; ``fused_optimizer: false``
+    keeps RecBole's optimizer, and so does a parameter on a device without the kernel."""
+    optimizer = original_build(trainer, **kwargs)
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or trainer.config["fused_optimizer"] is False:
+        return optimizer
+    groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
+    try:
+        return type(optimizer)(groups, **{**optimizer.defaults, "fused": True, "foreach": None})
+    except RuntimeError:  # e.g. a device torch has no fused kernel for
+        return optimizer
+
+
 def check_nan(trainer, loss):
     """RecBole's NaN check raised a bare "Training loss is nan"; this one names the fix."""
     if torch.isnan(loss):

@@ -294,3 +294,38 @@ def test_freed_training_buffers_are_reused_not_faulted_again():
     tuned, untuned = page_faults(), page_faults(MASAN_MALLOC_TUNING="0")
     assert untuned > 100_000  # glibc's default: every step maps its 105 MB again
     assert tuned < untuned / 100
+
+
+def _trainer_after_one_epoch(tiny_config, model, **settings):
+    from recbole.data import data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    config = Config(model=model, dataset="synth", config_dict=dict(tiny_config, **settings))
+    init_seed(config["seed"], config["reproducibility"])
+    train, _, _ = data_preparation(config, create_dataset(config))
+    init_seed(config["seed"], config["reproducibility"])
+    net = get_model(config["model"])(config, train._dataset)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    trainer._train_epoch(train, 0)
+    return trainer
+
+
+@pytest.mark.parametrize("model", ["SASRec", "LightSANs"])  # the plugin's and RecBole's own
+def test_adam_is_fused_and_steps_like_recboles(tiny_config, model):
+    fused = _trainer_after_one_epoch(tiny_config, model)
+    plain = _trainer_after_one_epoch(tiny_config, model, fused_optimizer=False)
+    assert [g["fused"] for g in fused.optimizer.param_groups] == [True]
+    assert not plain.optimizer.param_groups[0]["fused"]
+    assert fused.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"]
+    assert fused.optimizer.param_groups[0]["weight_decay"] == plain.optimizer.param_groups[0]["weight_decay"]
+    # an epoch of steps moves every parameter the same way, up to float rounding
+    for (name, a), b in zip(fused.model.named_parameters(), plain.model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    # the optimizer's state goes through a checkpoint both ways
+    plain.optimizer.load_state_dict(fused.optimizer.state_dict())
+    fused.optimizer.load_state_dict(plain.optimizer.state_dict())
+
+
+def test_fused_optimizer_leaves_other_learners_alone(tiny_config):
+    sgd = _trainer_after_one_epoch(tiny_config, "SASRec", learner="sgd")
+    assert type(sgd.optimizer) is torch.optim.SGD and not sgd.optimizer.param_groups[0].get("fused")

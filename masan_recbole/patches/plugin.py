@@ -127,3 +127,7 @@ def length_bucketing():
     for module in (recbole.data, data_utils):
         wrap("length_bucketing", module, "get_dataloader", bucketing.get_dataloader)
     wrap("length_bucketing", AbstractTrainer, "__init__", bucketing.refuse_padding_dependent_models)
+
+
+def fused_optimizer():
+    wrap("fused_optimizer", Trainer, "_build_optimizer", trainer.fused_optimizer)
