@@ -117,7 +117,7 @@ class Histories(NamedTuple):
 
 
 def user_histories(dataset):
-    """The users' interactions ordered by time, from a RecBole dataset not yet split (create_dataset's
+    """The users' interactions ordered by time (None for files without a time column), from a RecBole dataset not yet split (create_dataset's
     output, before data_preparation: afterwards a sequential dataset holds augmented rows only).
     The order is RecBole's own (a stable sort by time, then by user), so the last interaction of a
     user is their test target under leave-one-out."""
@@ -128,6 +128,10 @@ def user_histories(dataset):
     frame = dataset.inter_feat
     if not isinstance(frame, pd.DataFrame):
         raise ValueError("user_histories needs the dataset before data_preparation (its inter_feat a DataFrame)")
+    if dataset.time_field is None or dataset.time_field not in frame:
+        # Session files (SR-GNN's protocol): each row is its own prefix -> next pair with no user
+        # history behind it, and the protocol ranks every item; the S3-Rec rule does not apply.
+        return None
     users = frame[dataset.uid_field].to_numpy()
     by_time = np.argsort(frame[dataset.time_field].to_numpy(), kind="stable")
     order = by_time[np.argsort(users[by_time], kind="stable")]
@@ -248,10 +252,13 @@ def protocol_fields(config, scored, test_result):
     metrics, topk, decimals = config["metrics"], config["topk"], config["metric_decimal_place"]
     check_matches_recbole(rank_metrics(scored.ranks, metrics, topk), test_result, decimals)
     users, ndcg = per_user_gains(scored.users, scored.ranks)
+    fields = {"per_user_ndcg@10": {"users": users, "ndcg": ndcg, "mean": sum(ndcg) / len(ndcg),
+                                   "recbole_ndcg@10": float(test_result.get("ndcg@10", math.nan))}}
+    if scored.ranks_history_excluded is None:  # no histories (session files): the fields say so with None
+        return {**fields, **{key: None for key in HISTORY_FIELDS}}
     excluded_users, excluded_ndcg = per_user_gains(scored.users, scored.ranks_history_excluded)
     return {
-        "per_user_ndcg@10": {"users": users, "ndcg": ndcg, "mean": sum(ndcg) / len(ndcg),
-                             "recbole_ndcg@10": float(test_result.get("ndcg@10", math.nan))},
+        **fields,
         "test_result_history_excluded": rank_metrics(scored.ranks_history_excluded, metrics, topk, decimals),
         "per_user_ndcg@10_history_excluded": {"users": excluded_users, "ndcg": excluded_ndcg,
                                               "mean": sum(excluded_ndcg) / len(excluded_ndcg)},

@@ -187,7 +187,7 @@ def history_excluded_table(dataset, runs, metrics, matrix_runs):
     header = ["run", "seeds", *(f"test {metric_label(m)}" for m in metrics)]
     rows, missing = [], []
     for label in ordered_labels(dataset, runs, matrix_runs):
-        seeds = sorted(s for s, r in runs[label].items() if HISTORY_RESULT in r)
+        seeds = sorted(s for s, r in runs[label].items() if r.get(HISTORY_RESULT))
         missing += [f"{label} seed {s}" for s in sorted(runs[label]) if s not in seeds]
         if seeds:
             records = [runs[label][s] for s in seeds]

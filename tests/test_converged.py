@@ -254,3 +254,18 @@ def test_rescore_adds_the_history_fields_and_nothing_else(tiny_config, tmp_path,
     assert converged.main(["--rescore", "--out", str(out)]) == 1
     assert json.loads(path.read_text()) == older
     assert record["test_result_history_excluded"] == written["test_result_history_excluded"]
+
+
+def test_session_files_have_no_history_to_exclude(tmp_path):
+    # SR-GNN's files: no time column and no user behind a row, so only RecBole's protocol applies
+    from masan_recbole.data import convert
+    from test_session_data import write_srgnn
+
+    convert("diginetica", write_srgnn(str(tmp_path / "src")), str(tmp_path / "data"), valid_fraction=0.25)
+    settings = {"data_path": str(tmp_path / "data"), "topk": [5], "valid_metric": "MRR@5", "epochs": 2,
+                "hidden_size": 8, "inner_size": 16, "state": "ERROR"}
+    record = converged.train("SR-SAN", "diginetica", 2020, settings, out=str(tmp_path / "out"))
+    assert record["test_result_history_excluded"] is None and record["per_user_ndcg@10_history_excluded"] is None
+    assert len(record["per_user_ndcg@10"]["ndcg"]) == 3  # one per test pair
+    assert set(record["test_result"]) == {"hit@5", "mrr@5"} and record["epochs_run"] == 2
+    assert converged.rescore_all(str(tmp_path / "out")) == 0  # nothing to add, nothing refused
