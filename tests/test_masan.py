@@ -79,7 +79,9 @@ def test_parameter_count_matches_log(log):
 
 
 def test_softmax_mode_reproduces_lightsans(tiny_config):
-    cfg = {**tiny_config, "n_layers": 2, "k_interests": 5, "entmax_mode": "softmax"}
+    # LightSANs' padding rule (padding takes part in every normalisation), unbucketed
+    cfg = {**tiny_config, "n_layers": 2, "k_interests": 5, "entmax_mode": "softmax", "attn_padding_mask": False,
+           "length_bucketing": False}
     config = Config(model="MASAN", dataset="synth", config_dict=cfg)
     init_seed(config["seed"], config["reproducibility"])
     train_data, _, test_data = data_preparation(config, create_dataset(config))
@@ -206,7 +208,9 @@ def test_invalid_normaliser_settings_raise(kwargs):
 def test_gradients_reach_alpha_interests_and_positions(loss_type):
     model = build(hidden_size=16, inner_size=32, k_interests=4, n_layers=2, loss_type=loss_type)
     model.train()
-    loss = model.calculate_loss(random_batch(30, 10, [10, 6, 3, 1]))
+    batch = random_batch(30, 10, [10, 6, 3, 1])
+    batch["neg_item_id"] = batch["item_id"] % 29 + 1  # never the positive (BPR's gradient would be 0)
+    loss = model.calculate_loss(batch)
     assert torch.isfinite(loss)
     loss.backward()
     for i in range(2):
