@@ -188,7 +188,8 @@ def history_excluded_table(dataset, runs, metrics, matrix_runs):
     rows, missing = [], []
     for label in ordered_labels(dataset, runs, matrix_runs):
         seeds = sorted(s for s, r in runs[label].items() if r.get(HISTORY_RESULT))
-        missing += [f"{label} seed {s}" for s in sorted(runs[label]) if s not in seeds]
+        # a file without the key predates it (rescore); None means its data have no user histories
+        missing += [f"{label} seed {s}" for s in sorted(runs[label]) if HISTORY_RESULT not in runs[label][s]]
         if seeds:
             records = [runs[label][s] for s in seeds]
             rows.append([label, ", ".join(map(str, seeds)), *(figure_cell(records, m, HISTORY_RESULT) for m in metrics)])

@@ -111,6 +111,17 @@ def test_history_excluded_figures_sit_beside_the_papers(setup):
     assert "SASRec+SS" not in papers
 
 
+def test_runs_on_data_without_histories_are_not_sent_to_rescoring(setup):
+    # session files: the converged run records None for the history-excluded fields
+    record = dict(result("SR-SAN", 2020, 0.0310, 0.0610, MASAN_2020), test_result_history_excluded=None)
+    with open(os.path.join(setup["results"], "toyset-SR-SAN-seed2020.json"), "w") as f:
+        json.dump(record, f)
+    text = generate(setup)
+    assert "0.0310 (1 seed)" in row(text, "SR-SAN")  # RecBole's protocol: shown
+    papers = text.split("Under the papers' protocol")[1].split("Paired test")[0]
+    assert "SR-SAN" not in papers and "(MASAN-bucketed seed 2021)" in papers
+
+
 def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
     text = generate(setup)
     line = row(text, "MASAN | LightSANs")
