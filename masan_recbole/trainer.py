@@ -8,6 +8,7 @@ decays), ``lr_gamma`` (factor per decay). The schedule steps once per training
 epoch, is saved in checkpoints and restored on resume; the epoch log shows the rate.
 """
 
+import inspect
 import os
 from collections import OrderedDict
 
@@ -121,7 +122,7 @@ def resume_checkpoint(trainer, resume_file):
     trainer.best_valid_result = state.get("best_valid_result")
     trainer.model.load_state_dict(state["state_dict"])
     trainer.model.load_other_parameter(state.get("other_parameter"))
-    trainer.optimizer.load_state_dict(state["optimizer"])
+    keep_optimizer_kernel(trainer.optimizer, state["optimizer"])
     scheduler = getattr(trainer, "scheduler", None)
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
@@ -199,15 +200,32 @@ def fused_optimizer(original_build, trainer, **kwargs):
     """RecBole's ``_build_optimizer``; an Adam or AdamW then gets torch's fused kernel (one pass
     over each parameter instead of about ten separate ones: on CPU the step over a large item table
     was a fifth of an SR-SAN batch). Same update up to float rounding; ``fused_optimizer: false``
-    keeps RecBole's optimizer, and so does a parameter on a device without the kernel."""
+    keeps RecBole's optimizer, and so does a parameter on a device or of a type without the kernel
+    (torch checks that only at the first step, so it is checked here)."""
     optimizer = original_build(trainer, **kwargs)
     if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW) or trainer.config["fused_optimizer"] is False:
         return optimizer
-    groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
-    try:
-        return type(optimizer)(groups, **{**optimizer.defaults, "fused": True, "foreach": None})
-    except RuntimeError:  # e.g. a device torch has no fused kernel for
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if not all(p.device.type in FUSED_DEVICES and p.dtype in FUSED_DTYPES for p in params):
         return optimizer
+    groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
+    accepted = inspect.signature(type(optimizer)).parameters  # AdamW's defaults hold a key its __init__ refuses
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    return type(optimizer)(groups, **{**defaults, "fused": True, "foreach": None})
+
+
+FUSED_DEVICES = ("cpu", "cuda")
+FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def keep_optimizer_kernel(optimizer, saved_state):
+    """Load an optimizer's saved state but keep the kernel it was built with: a checkpoint's
+    param groups carry their own ``fused``/``foreach`` flags, which would otherwise override the
+    current ``fused_optimizer`` setting (a resumed run follows the setting it is resumed with)."""
+    built = [(group.get("fused"), group.get("foreach")) for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved_state)
+    for group, (fused, foreach) in zip(optimizer.param_groups, built):
+        group["fused"], group["foreach"] = fused, foreach
 
 
 def check_nan(trainer, loss):

@@ -201,8 +201,17 @@ def test_padding_dependent_models_are_refused_before_training(tiny_config, model
                     config_dict=dict(tiny_config, length_bucketing=True, **overrides))
     message = str(refused.value)
     assert model_name in message and says in message and "Set length_bucketing: false" in message
+    assert "--length_bucketing=false" in message and "default" not in message  # the user asked for it
     saved = tiny_config["checkpoint_dir"]
     assert not os.path.isdir(saved) or not os.listdir(saved)  # refused before training
+
+
+def test_masans_default_bucketing_is_named_when_its_padding_rule_is_turned_off(tiny_config):
+    with pytest.raises(ValueError) as refused:
+        run_recbole(model="MASAN", dataset="synth", saved=False, config_dict=dict(tiny_config, attn_padding_mask=False))
+    message = str(refused.value)
+    assert "attn_padding_mask: false" in message and "--length_bucketing=false" in message
+    assert "length_bucketing: true is MASAN's default" in message
 
 
 def test_models_without_sequences_ignore_the_key(tiny_config):

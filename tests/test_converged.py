@@ -66,9 +66,9 @@ def test_the_result_file_holds_the_report_fields(tiny_config, tmp_path):
 
 
 def test_the_matrix_covers_the_issues_runs():
-    runs = {(r.dataset, r.label): set() for r in converged.load_matrix()}
-    for r in converged.load_matrix():
-        runs[(r.dataset, r.label)].add(r.seed)
+    runs = {(r.dataset, r.model): set() for r in converged.load_matrix()}
+    for r in converged.load_matrix():  # a model's seeds under any of its labels
+        runs[(r.dataset, r.model)].add(r.seed)
         assert r.label == r.model or r.label.startswith(r.model + "-"), r  # a variant names its model
     for dataset in ("beauty", "lastfm"):
         for model in ("MASAN", "LightSANs", "SASRec", "RecBoleSASRec"):

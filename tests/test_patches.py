@@ -310,20 +310,34 @@ def _trainer_after_one_epoch(tiny_config, model, **settings):
     return trainer
 
 
-@pytest.mark.parametrize("model", ["SASRec", "LightSANs"])  # the plugin's and RecBole's own
-def test_adam_is_fused_and_steps_like_recboles(tiny_config, model):
-    fused = _trainer_after_one_epoch(tiny_config, model)
-    plain = _trainer_after_one_epoch(tiny_config, model, fused_optimizer=False)
+@pytest.mark.parametrize("model, learner", [("SASRec", "adam"), ("LightSANs", "adam"), ("SASRec", "adamw")])
+def test_adam_is_fused_and_steps_like_recboles(tiny_config, model, learner):
+    fused = _trainer_after_one_epoch(tiny_config, model, learner=learner)
+    plain = _trainer_after_one_epoch(tiny_config, model, learner=learner, fused_optimizer=False)
+    assert type(fused.optimizer) is type(plain.optimizer)
     assert [g["fused"] for g in fused.optimizer.param_groups] == [True]
     assert not plain.optimizer.param_groups[0]["fused"]
-    assert fused.optimizer.param_groups[0]["lr"] == plain.optimizer.param_groups[0]["lr"]
-    assert fused.optimizer.param_groups[0]["weight_decay"] == plain.optimizer.param_groups[0]["weight_decay"]
+    for key in ("lr", "weight_decay", "betas", "eps", "amsgrad"):
+        assert fused.optimizer.param_groups[0][key] == plain.optimizer.param_groups[0][key], key
     # an epoch of steps moves every parameter the same way, up to float rounding
     for (name, a), b in zip(fused.model.named_parameters(), plain.model.parameters()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
-    # the optimizer's state goes through a checkpoint both ways
-    plain.optimizer.load_state_dict(fused.optimizer.state_dict())
-    fused.optimizer.load_state_dict(plain.optimizer.state_dict())
+
+
+def test_a_resumed_run_keeps_the_kernel_it_is_resumed_with(tiny_config, tmp_path):
+    fused = _trainer_after_one_epoch(tiny_config, "SASRec")
+    path = str(tmp_path / "fused.pth")
+    fused._save_checkpoint(0, verbose=False, saved_model_file=path)
+    plain = _trainer_after_one_epoch(tiny_config, "SASRec", fused_optimizer=False)
+    plain.resume_checkpoint(path)  # the checkpoint's groups say fused: True
+    assert not plain.optimizer.param_groups[0]["fused"]
+    moments = [plain.optimizer.state[p]["exp_avg"] for p in plain.model.parameters()]
+    for p, m in zip(fused.model.parameters(), moments):  # the state itself is the checkpoint's
+        torch.testing.assert_close(fused.optimizer.state[p]["exp_avg"], m, atol=0, rtol=0)
+    path = str(tmp_path / "plain.pth")
+    plain._save_checkpoint(0, verbose=False, saved_model_file=path)
+    fused.resume_checkpoint(path)
+    assert fused.optimizer.param_groups[0]["fused"] is True
 
 
 def test_fused_optimizer_leaves_other_learners_alone(tiny_config):

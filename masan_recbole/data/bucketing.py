@@ -191,10 +191,12 @@ def check_model(config, model):
     else:
         reason = "it does not declare that they do not (it has no padding_dependence())"
     if reason:
+        source = "" if "length_bucketing" in config.external_config_dict else (
+            f" (length_bucketing: true is {name}'s default, from the plugin's config files)")
         raise ValueError(
             f"length_bucketing: true cuts every batch to its longest sequence, which needs a model whose "
             f"scores do not depend on the padding after a sequence; {name}'s do: {reason}. "
-            f"Set length_bucketing: false for {name}."
+            f"Set length_bucketing: false for {name} (--length_bucketing=false){source}."
         )
 
 
