@@ -115,6 +115,7 @@ def resume_checkpoint(trainer, resume_file):
             f"({'; '.join(changed[:3])}). Settings that differ: {', '.join(keys[:6]) or 'none'}; "
             "resume with the settings it was trained with."
         )
+    warn_changed_settings(trainer, saved, resume_file)
     trainer.saved_model_file = resume_file
     trainer.start_epoch = state["epoch"] + 1
     trainer.cur_step = state["cur_step"]
@@ -130,6 +131,27 @@ def resume_checkpoint(trainer, resume_file):
     trainer.resumed_finished = state.get("finished") or None
     trainer.resumed_rng = state.get("rng")  # applied when fit() has the dataloader
     trainer.logger.info(f"Checkpoint loaded. Resume training from epoch {trainer.start_epoch}")
+
+
+# Settings a resumed run may change without changing what it computes.
+RESUME_MAY_CHANGE = {"checkpoint_file", "checkpoint_dir", "device", "gpu_id", "use_gpu", "epochs", "stopping_step",
+                     "show_progress", "state", "data_path", "local_rank", "nproc", "world_size", "ip", "port", "offset",
+                     "single_spec", "eval_step", "saved", "log_wandb", "wandb_project", "config_files", "params_file",
+                     "eval_batch_size", "worker", "fused_optimizer"}
+
+
+def warn_changed_settings(trainer, saved, resume_file):
+    """A run resumed under other settings (a changed default, another command line) goes on with
+    them; say which, so that a different computation is never silent. Plain values only: the
+    checkpoint's lists and dicts are encoded and would compare unequal for no reason."""
+    now = trainer.config.final_config_dict
+    plain = (bool, int, float, str, type(None))
+    changed = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
+               if k in now and k not in RESUME_MAY_CHANGE and isinstance(saved[k], plain)
+               and isinstance(now[k], plain) and saved[k] != now[k]]
+    if changed:
+        trainer.logger.warning(f"resuming {resume_file} with settings that differ from the ones it was trained "
+                               f"with ({'; '.join(changed)}); the run goes on with the new ones")
 
 
 def remember_valid_result(original_valid_epoch, trainer, valid_data, *args, **kwargs):

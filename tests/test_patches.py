@@ -340,6 +340,20 @@ def test_a_resumed_run_keeps_the_kernel_it_is_resumed_with(tiny_config, tmp_path
     assert fused.optimizer.param_groups[0]["fused"] is True
 
 
+def test_resuming_under_other_settings_names_them(tiny_config, tmp_path, caplog):
+    first = _trainer_after_one_epoch(tiny_config, "SASRec")
+    path = str(tmp_path / "run.pth")
+    first._save_checkpoint(0, verbose=False, saved_model_file=path)
+    same = _trainer_after_one_epoch(tiny_config, "SASRec", epochs=9)  # more epochs: a plain resume
+    with caplog.at_level("WARNING"):
+        same.resume_checkpoint(path)
+    assert "differ" not in caplog.text
+    other = _trainer_after_one_epoch(tiny_config, "SASRec", hidden_dropout_prob=0.3, train_mode="all_positions")
+    with caplog.at_level("WARNING"):
+        other.resume_checkpoint(path)
+    assert "hidden_dropout_prob: 0.1 -> 0.3" in caplog.text and "train_mode: 'prefix' -> 'all_positions'" in caplog.text
+
+
 def test_fused_optimizer_leaves_other_learners_alone(tiny_config):
     sgd = _trainer_after_one_epoch(tiny_config, "SASRec", learner="sgd")
     assert type(sgd.optimizer) is torch.optim.SGD and not sgd.optimizer.param_groups[0].get("fused")
