@@ -352,7 +352,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         "config": portable_config(config),
         **environment(config["device"].type, threads),
     }
-    write_json(result_path, record)
+    write_json(result_path, record, indent="top")
     print(f"{name}: best epoch {record['best_epoch']} of {epochs_run}, test {record['test_result']}")
     return record
 
@@ -424,7 +424,7 @@ def rescore(result_path, out=OUT, threads=1):
     now = fields["per_user_ndcg@10"]
     if now["users"] != recorded["users"] or max(abs(a - b) for a, b in zip(now["ndcg"], recorded["ndcg"])) > 2e-6:
         raise RescoreError(f"{name}: the rebuilt run's per-user NDCG@10 differs from the recorded one")
-    write_json(result_path, {**record, **{k: fields[k] for k in HISTORY_FIELDS}})
+    write_json(result_path, {**record, **{k: fields[k] for k in HISTORY_FIELDS}}, indent="top")
     print(f"{name}: test {record['test_result']}; history excluded {fields['test_result_history_excluded']}")
     return fields
 

@@ -261,9 +261,15 @@ def mean_half_range(values):
 
 
 def write_json(path, data, indent=2):
-    """Write a result file atomically, ``schema_version`` first (this module's version)."""
+    """Write a result file atomically, ``schema_version`` first (this module's version). ``indent="top"``
+    puts each top-level field on a line of its own: per-user lists of tens of thousands of values stay
+    one line each instead of one line per value (a Diginetica run's file: 1.6 MB indented, under 1 MB so)."""
     record = {"schema_version": SCHEMA_VERSION, **{k: v for k, v in data.items() if k != "schema_version"}}
-    write_text(path, json.dumps(record, indent=indent))
+    if indent == "top":
+        text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in record.items()) + "\n}"
+    else:
+        text = json.dumps(record, indent=indent)
+    write_text(path, text)
 
 
 def write_text(path, text):
