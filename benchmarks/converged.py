@@ -30,6 +30,13 @@ the test users; the metrics of the first are recomputed from the same ranks and 
 evaluator's, which is what makes the second trustworthy. ``--rescore`` adds the two history-excluded
 fields to finished result files from their best-validation checkpoint, leaving every other field as
 it is.
+
+A matrix entry with ``refit: true`` (SR-SAN on the session splits) is done only once :func:`refit`
+has trained it again, from the same seed, on the training and validation rows together for
+``best_epoch + 1`` epochs and tested that model's last epoch: ``test_result_refit`` and ``refit``
+in its result file. SR-GNN's and SR-SAN's code trains on every training session; our validation
+split holds the most recent tenth of them out, and the refit gives them back without choosing
+anything on test. Its state is ``.state/<run>/refit/``, resumable like the run's.
 """
 
 import argparse
@@ -57,6 +64,7 @@ class Run(NamedTuple):
     model: str  # the model RecBole builds
     seed: int
     settings: dict
+    refit: bool = False  # after early stopping, train again on training + validation rows (refit())
 
 
 def load_matrix(path=MATRIX):
@@ -68,7 +76,8 @@ def load_matrix(path=MATRIX):
         for label, model_entry in entry["models"].items():
             for seed in model_entry["seeds"]:
                 settings = {**spec.get("shared", {}), **entry.get("settings", {}), **model_entry.get("settings", {})}
-                runs.append(Run(dataset, label, model_entry.get("model", label), seed, settings))
+                runs.append(Run(dataset, label, model_entry.get("model", label), seed, settings,
+                                bool(model_entry.get("refit", False))))
     return runs
 
 
@@ -429,6 +438,97 @@ def rescore(result_path, out=OUT, threads=1):
     return fields
 
 
+# ---------------------------------------------------------------------------- refitting on train + valid
+
+# SR-GNN's and SR-SAN's code trains on every training session (its validation split is optional and
+# off) and reports the best epoch on test. Ours picks the epoch on validation, the most recent 10 % of
+# the training sessions, which the model then never trains on. A refit keeps the chosen epoch count
+# and trains a fresh model on training + validation rows: the papers' training data, with no choice
+# made on test.
+REFIT_FIELDS = ("test_result_refit", "refit")
+
+
+def with_validation_in_training(dataset):
+    """``dataset``, whose build() now gives the training rows followed by the validation rows as its
+    training part (validation and test parts unchanged). Only for data read from train, valid and test
+    files (``benchmark_filename``): a leave-one-out split's validation rows are the users' own items."""
+    sizes = getattr(dataset, "file_size_list", None) or []
+    if dataset.benchmark_filename_list is None or len(sizes) != 3:
+        raise ValueError(f"refit needs a dataset read from train, valid and test files (benchmark_filename: "
+                         f"[train, valid, test]); {dataset.dataset_name} is split by eval_args instead")
+    build = dataset.build
+
+    def build_with_validation_in_training():
+        _, valid, test = build()
+        return [dataset.copy(dataset.inter_feat[:sizes[0] + sizes[1]]), valid, test]
+
+    dataset.build = build_with_validation_in_training
+    return dataset
+
+
+def refit(result_path, out=OUT, threads=1):
+    """Train the finished run's model again, from its seed, on training + validation rows for
+    best_epoch + 1 epochs (its learning-rate schedule included), then test the last model; adds
+    ``test_result_refit`` and ``refit`` to the result file, every other field kept. Resumable like
+    train(): the state is in ``.state/<run>/refit/``."""
+    import torch
+
+    import masan_recbole  # noqa: F401  (the plugin's models and patches)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+
+    torch.set_num_threads(threads)
+    record = read_result(result_path)
+    name = run_name(record.get("label") or record["model"], record["dataset"], record["seed"])
+    if all(key in record for key in REFIT_FIELDS):
+        print(f"{name}: refitted already")
+        return record
+    state_dir = os.path.join(out, ".state", name, "refit")
+    latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
+    epochs = record["best_epoch"] + 1
+    config = Config(model=record["model"], dataset=record["dataset"], config_dict={
+        "seed": record["seed"], "checkpoint_dir": state_dir, "show_progress": False, **record["settings"],
+        "epochs": epochs})
+    differ = {k: v for k, v in config_differences(config, record).items() if k not in ("epochs", "checkpoint_dir")}
+    if differ:
+        raise RescoreError(f"{name}: the rebuilt config differs from the recorded one (recorded, now): {differ}")
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = with_validation_in_training(create_dataset(config))
+    train_data, _, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(record["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
+    trainer.saved_model_file = latest  # without validation RecBole saves after every epoch: the resume point
+    seconds = []
+    if os.path.isfile(latest):
+        trainer.resume_checkpoint(latest)
+        with open(progress_path) as f:
+            seconds = json.load(f)["train_seconds"][:trainer.start_epoch]
+        print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
+    on_cuda = config["device"].type == "cuda"
+    train_epoch = trainer._train_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        start = clock(on_cuda)
+        loss = train_epoch(*args, **kwargs)
+        seconds.append(round(clock(on_cuda) - start, 3))
+        write_json(progress_path, {"train_seconds": seconds})  # before the checkpoint, as train() does
+        return loss
+
+    trainer._train_epoch = timed_train_epoch
+    if trainer.start_epoch < epochs:
+        trainer.fit(train_data, None, saved=True, show_progress=False)
+    test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False).items()}
+    fields = {"test_result_refit": test_result,
+              "refit": {"epochs": epochs, "train_rows": len(train_data._dataset),
+                        "train_seconds_per_epoch": sum(seconds) / len(seconds)}}
+    write_json(result_path, {**read_result(result_path), **fields}, indent="top")
+    print(f"{name}: refit on training + validation for {epochs} epochs, test {test_result}")
+    return {**record, **fields}
+
+
 def finished_results(out, datasets=None, labels=None):
     """Paths of the result files at the top of ``out``, those of the given datasets and labels only."""
     paths = []
@@ -457,8 +557,14 @@ def rescore_all(out, datasets=None, labels=None, threads=1):
     return status
 
 
+def is_done(run, out):
+    """The run's result file is written, with its refit fields where the matrix asks for a refit."""
+    path = os.path.join(out, f"{run_name(run.label, run.dataset, run.seed)}.json")
+    return os.path.isfile(path) and (not run.refit or all(key in read_result(path) for key in REFIT_FIELDS))
+
+
 def pending(runs, out):
-    return [r for r in runs if not os.path.isfile(os.path.join(out, f"{run_name(r.label, r.dataset, r.seed)}.json"))]
+    return [r for r in runs if not is_done(r, out)]
 
 
 def claim(out, name):
@@ -521,9 +627,11 @@ def main(argv=None):
     if args.list:
         for run in runs:
             name = run_name(run.label, run.dataset, run.seed)
-            done = os.path.isfile(os.path.join(args.out, f"{name}.json"))
+            trained = os.path.isfile(os.path.join(args.out, f"{name}.json"))
             started = os.path.isfile(os.path.join(args.out, ".state", name, "latest.pth"))
-            print(f"{name:45} {'done' if done else 'started' if started else 'pending'}")
+            state = ("done" if is_done(run, args.out) else "refit pending" if trained
+                     else "started" if started else "pending")
+            print(f"{name:45} {state}")
         return 0
     if args.all:
         while True:
@@ -533,6 +641,8 @@ def main(argv=None):
                     try:
                         train(run.model, run.dataset, run.seed, {**run.settings, **parse_set(args.set)}, args.out,
                               args.threads, label=run.label)
+                        if run.refit:
+                            refit(os.path.join(args.out, f"{name}.json"), args.out, args.threads)
                     finally:
                         release(args.out, name)
                     break
@@ -548,6 +658,8 @@ def main(argv=None):
         parser.error(f"{name} is being trained by another process ({os.path.join(args.out, '.state', name, 'lock')})")
     try:
         train(model, args.dataset, args.seed, {**base, **parse_set(args.set)}, args.out, args.threads, label=args.model)
+        if entry and entry.refit:
+            refit(os.path.join(args.out, f"{name}.json"), args.out, args.threads)
     finally:
         release(args.out, name)
     return 0

@@ -6,6 +6,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from benchmarks import converged
 from conftest import SYNTH
@@ -269,3 +270,92 @@ def test_session_files_have_no_history_to_exclude(tmp_path):
     assert len(record["per_user_ndcg@10"]["ndcg"]) == 3  # one per test pair
     assert set(record["test_result"]) == {"hit@5", "mrr@5"} and record["epochs_run"] == 2
     assert converged.rescore_all(str(tmp_path / "out")) == 0  # nothing to add, nothing refused
+
+
+def session_run(tmp_path, out="out"):
+    """A finished SR-SAN run on a tiny SR-GNN split (4 training, 3 validation, 3 test rows)."""
+    from masan_recbole.data import convert
+    from test_session_data import write_srgnn
+
+    if not (tmp_path / "data").exists():
+        convert("diginetica", write_srgnn(str(tmp_path / "src")), str(tmp_path / "data"), valid_fraction=0.25)
+    settings = {"data_path": str(tmp_path / "data"), "topk": [5], "valid_metric": "MRR@5", "epochs": 2,
+                "hidden_size": 8, "inner_size": 16, "state": "ERROR", "lr_step_size": 1}
+    converged.train("SR-SAN", "diginetica", 2020, settings, out=str(tmp_path / out))
+    path = tmp_path / out / "diginetica-SR-SAN-seed2020.json"
+    record = json.loads(path.read_text())
+    record["best_epoch"] = 2  # as if validation had chosen the third epoch: the refit trains three
+    path.write_text(json.dumps(record))
+    return path, record
+
+
+def refit_weights(out):
+    from masan_recbole.checkpoint import load_checkpoint
+
+    return load_checkpoint(os.path.join(out, ".state", "diginetica-SR-SAN-seed2020", "refit", "latest.pth"))
+
+
+@pytest.mark.slow
+def test_refit_trains_on_training_and_validation_rows_for_the_chosen_epochs(tmp_path):
+    path, record = session_run(tmp_path)
+    refitted = converged.refit(str(path), str(tmp_path / "out"))
+    assert refitted["refit"]["epochs"] == 3 and refitted["refit"]["train_rows"] == 4 + 3
+    assert set(refitted["test_result_refit"]) == {"hit@5", "mrr@5"}
+    saved = json.loads(path.read_text())
+    assert {k: v for k, v in saved.items() if k not in converged.REFIT_FIELDS} == record
+    state = refit_weights(str(tmp_path / "out"))
+    assert state["epoch"] == 2 and state["scheduler"]["last_epoch"] == 3  # the run's schedule, three steps
+    # a refitted run is not trained again
+    assert converged.refit(str(path), str(tmp_path / "out"))["test_result_refit"] == saved["test_result_refit"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_refit_resumes_to_the_same_model(tmp_path, monkeypatch):
+    path, _ = session_run(tmp_path, "whole")
+    whole = converged.refit(str(path), str(tmp_path / "whole"))
+    cut_path, _ = session_run(tmp_path, "cut")
+
+    class Killed(Exception):
+        pass
+
+    original = converged.write_json
+
+    def dies_at_the_second_epoch(target, data, **kwargs):
+        original(target, data, **kwargs)
+        if target.endswith("progress.json") and len(data["train_seconds"]) == 2:
+            raise Killed  # after the epoch's time, before its checkpoint
+
+    monkeypatch.setattr(converged, "write_json", dies_at_the_second_epoch)
+    with pytest.raises(Killed):
+        converged.refit(str(cut_path), str(tmp_path / "cut"))
+    monkeypatch.setattr(converged, "write_json", original)
+    assert refit_weights(str(tmp_path / "cut"))["epoch"] == 0
+    resumed = converged.refit(str(cut_path), str(tmp_path / "cut"))
+    assert resumed["test_result_refit"] == whole["test_result_refit"]
+    a, b = refit_weights(str(tmp_path / "whole"))["state_dict"], refit_weights(str(tmp_path / "cut"))["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_refit_refuses_a_leave_one_out_split(tiny_config, tmp_path):
+    from recbole.config import Config
+    from recbole.data import create_dataset
+
+    config = Config(model="SASRec", dataset=SYNTH, config_dict=tiny(tiny_config))
+    with pytest.raises(ValueError, match="refit needs a dataset read from train, valid and test files"):
+        converged.with_validation_in_training(create_dataset(config))
+
+
+def test_the_session_runs_are_refitted_and_listed_until_they_are(tmp_path, capsys):
+    assert all(r.refit for r in converged.load_matrix() if r.model == "SR-SAN")
+    assert not any(r.refit for r in converged.load_matrix() if r.model != "SR-SAN")
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("datasets:\n  diginetica:\n    models:\n      SR-SAN: {seeds: [2020], refit: true}\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps({"schema_version": 2, "model": "SR-SAN"}))
+    converged.main(["--list", "--matrix", str(matrix), "--out", str(out)])
+    assert capsys.readouterr().out.split() == ["diginetica-SR-SAN-seed2020", "refit", "pending"]
+    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps(
+        {"schema_version": 2, "model": "SR-SAN", "test_result_refit": {}, "refit": {}}))
+    converged.main(["--list", "--matrix", str(matrix), "--out", str(out)])
+    assert capsys.readouterr().out.split() == ["diginetica-SR-SAN-seed2020", "done"]

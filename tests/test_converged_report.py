@@ -175,3 +175,18 @@ def test_the_projects_anchors_file_is_complete():
         assert {"model", "dataset", "protocol", "metric", "value", "source"} <= set(a), a
         assert a["protocol"] in protocols, a
         assert 0 < a["value"] < 1, a  # fractions: papers' percentages are divided by 100
+
+
+def test_a_refitted_run_gets_its_own_table_and_its_hours(setup):
+    record = dict(result("SR-SAN", 2020, 0.0310, 0.0610, MASAN_2020), test_result_history_excluded=None,
+                  test_result_refit={"hit@10": 0.0650, "ndcg@10": 0.0333, "hit@20": 0.0700, "ndcg@20": 0.0400},
+                  refit={"epochs": 8, "train_rows": 12345, "train_seconds_per_epoch": 150.0})
+    before = report.compute_hours(report.load_results(setup["results"]))["cpu"]
+    with open(os.path.join(setup["results"], "toyset-SR-SAN-seed2020.json"), "w") as f:
+        json.dump(record, f)
+    text = generate(setup)
+    refitted = text.split("Trained again from the same seed")[1].split("Published")[0]
+    assert row(refitted, "SR-SAN") == "| SR-SAN | 2020 | 8 | 12,345 | 0.0650 (1 seed) | 0.0333 (1 seed) | 0.0700 (1 seed) | 0.0400 (1 seed) |"
+    assert "| MASAN |" not in refitted  # runs without a refit are not in it
+    after = report.compute_hours(report.load_results(setup["results"]))["cpu"]
+    assert after - before == pytest.approx((12 * 120 + 8 * 150) / 3600)
