@@ -274,6 +274,12 @@ def protocol_fields(config, scored, test_result):
     }
 
 
+def goes_on(record, settings):
+    """A finished run goes on where early stopping did not end it and ``settings`` now allow more epochs
+    (its result file is then written again, without the refit fields: a later best epoch changes the refit)."""
+    return not record["stopped_early"] and settings.get("epochs", record["config"].get("epochs", 0)) > record["epochs_run"]
+
+
 def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     """Train one run to early stopping (resuming where a previous process stopped); write its result.
     ``label`` names a variant of the model (its files and its ``label`` field); default: the model."""
@@ -289,8 +295,12 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     name = run_name(label, dataset, seed)
     result_path = os.path.join(out, f"{name}.json")
     if os.path.isfile(result_path):
-        print(f"{name}: finished already ({result_path})")
-        return json.load(open(result_path))
+        record = read_result(result_path)
+        if not goes_on(record, settings):
+            print(f"{name}: finished already ({result_path})")
+            return record
+        print(f"{name}: ran all its {record['epochs_run']} epochs without stopping early; going on to "
+              f"{settings['epochs']} or early stopping")
     state_dir = os.path.join(out, ".state", name)
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
     config = Config(model=model_name, dataset=dataset, config_dict={
@@ -504,6 +514,11 @@ def refit(result_path, out=OUT, threads=1):
     seconds = []
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
+        # A refit of fewer epochs is the start of a longer one (same seed, data and schedule), not the reverse.
+        if trainer.start_epoch > epochs:
+            print(f"{name}: the refit state has {trainer.start_epoch} epochs, the run now chooses {epochs}; starting over")
+            os.remove(latest)
+            return refit(result_path, out, threads)
         with open(progress_path) as f:
             seconds = json.load(f)["train_seconds"][:trainer.start_epoch]
         print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
@@ -557,10 +572,21 @@ def rescore_all(out, datasets=None, labels=None, threads=1):
     return status
 
 
+def run_state(run, out):
+    """"done", "refit pending" (trained, not yet refitted), "started" (or to go on: more epochs than it
+    ran, early stopping not reached) or "pending"."""
+    name = run_name(run.label, run.dataset, run.seed)
+    path = os.path.join(out, f"{name}.json")
+    if os.path.isfile(path):
+        record = read_result(path)
+        if not goes_on(record, run.settings):
+            return "refit pending" if run.refit and not all(key in record for key in REFIT_FIELDS) else "done"
+        return "started"
+    return "started" if os.path.isfile(os.path.join(out, ".state", name, "latest.pth")) else "pending"
+
+
 def is_done(run, out):
-    """The run's result file is written, with its refit fields where the matrix asks for a refit."""
-    path = os.path.join(out, f"{run_name(run.label, run.dataset, run.seed)}.json")
-    return os.path.isfile(path) and (not run.refit or all(key in read_result(path) for key in REFIT_FIELDS))
+    return run_state(run, out) == "done"
 
 
 def pending(runs, out):
@@ -627,11 +653,7 @@ def main(argv=None):
     if args.list:
         for run in runs:
             name = run_name(run.label, run.dataset, run.seed)
-            trained = os.path.isfile(os.path.join(args.out, f"{name}.json"))
-            started = os.path.isfile(os.path.join(args.out, ".state", name, "latest.pth"))
-            state = ("done" if is_done(run, args.out) else "refit pending" if trained
-                     else "started" if started else "pending")
-            print(f"{name:45} {state}")
+            print(f"{name:45} {run_state(run, args.out)}")
         return 0
     if args.all:
         while True:

@@ -352,10 +352,46 @@ def test_the_session_runs_are_refitted_and_listed_until_they_are(tmp_path, capsy
     matrix.write_text("datasets:\n  diginetica:\n    models:\n      SR-SAN: {seeds: [2020], refit: true}\n")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps({"schema_version": 2, "model": "SR-SAN"}))
+    finished = {"schema_version": 2, "model": "SR-SAN", "stopped_early": True, "epochs_run": 14, "config": {}}
+    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps(finished))
     converged.main(["--list", "--matrix", str(matrix), "--out", str(out)])
     assert capsys.readouterr().out.split() == ["diginetica-SR-SAN-seed2020", "refit", "pending"]
-    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps(
-        {"schema_version": 2, "model": "SR-SAN", "test_result_refit": {}, "refit": {}}))
+    (out / "diginetica-SR-SAN-seed2020.json").write_text(json.dumps({**finished, "test_result_refit": {}, "refit": {}}))
     converged.main(["--list", "--matrix", str(matrix), "--out", str(out)])
     assert capsys.readouterr().out.split() == ["diginetica-SR-SAN-seed2020", "done"]
+
+
+@pytest.mark.slow
+def test_raising_the_epochs_of_a_run_that_did_not_stop_early_continues_it(tiny_config, tmp_path):
+    settings = {**tiny(tiny_config), "stopping_step": 20}  # no early stopping within 6 epochs
+    straight = converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 5}, out=str(tmp_path / "straight"))
+    short = converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 3}, out=str(tmp_path / "raised"))
+    assert short["epochs_run"] == 3 and not short["stopped_early"]
+    run = converged.Run(SYNTH, "SASRec", "SASRec", 2020, {**settings, "epochs": 5})
+    assert converged.run_state(run, str(tmp_path / "raised")) == "started"
+    raised = converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 5}, out=str(tmp_path / "raised"))
+    assert converged.run_state(run, str(tmp_path / "raised")) == "done"
+    for key in ("best_epoch", "epochs_run", "test_result", "valid_curve"):
+        assert raised[key] == straight[key], key
+    # a run that early stopping ended stays as it is, whatever its epochs now
+    path = tmp_path / "raised" / f"{SYNTH}-SASRec-seed2020.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "stopped_early": True}))
+    assert converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 8}, out=str(tmp_path / "raised"))["epochs_run"] == 5
+
+
+@pytest.mark.slow
+def test_a_refit_of_fewer_epochs_than_its_state_starts_over(tmp_path):
+    path, record = session_run(tmp_path)
+    converged.refit(str(path), str(tmp_path / "out"))  # three epochs
+    saved = json.loads(path.read_text())
+    for key in converged.REFIT_FIELDS:
+        del saved[key]
+    path.write_text(json.dumps({**saved, "best_epoch": 0}))  # the run went on and now chooses its first epoch
+    shorter = converged.refit(str(path), str(tmp_path / "out"))
+    assert shorter["refit"]["epochs"] == 1 and refit_weights(str(tmp_path / "out"))["epoch"] == 0
+    fresh_path, _ = session_run(tmp_path, "fresh")
+    fresh_path.write_text(json.dumps({**json.loads(fresh_path.read_text()), "best_epoch": 0}))
+    fresh = converged.refit(str(fresh_path), str(tmp_path / "fresh"))
+    assert shorter["test_result_refit"] == fresh["test_result_refit"]
+    a, b = refit_weights(str(tmp_path / "out"))["state_dict"], refit_weights(str(tmp_path / "fresh"))["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
