@@ -357,3 +357,37 @@ def test_resuming_under_other_settings_names_them(tiny_config, tmp_path, caplog)
 def test_fused_optimizer_leaves_other_learners_alone(tiny_config):
     sgd = _trainer_after_one_epoch(tiny_config, "SASRec", learner="sgd")
     assert type(sgd.optimizer) is torch.optim.SGD and not sgd.optimizer.param_groups[0].get("fused")
+
+
+def test_cpu_dropout_masks_come_from_uniform_draws():
+    x = torch.randn(200_000, requires_grad=True)
+    torch.manual_seed(7)
+    y = torch.nn.Dropout(0.3).train()(x)  # a module, as every model calls it
+    torch.manual_seed(7)
+    keep = torch.rand_like(x) >= 0.3
+    assert torch.equal(y == 0, ~keep)  # torch's bernoulli_ mask is another (x has no zeros)
+    assert torch.allclose(y[keep], x[keep] / 0.7)
+    assert abs(keep.float().mean().item() - 0.7) < 0.005
+    y.sum().backward()
+    assert torch.allclose(x.grad, keep / 0.7)
+    # evaluation, p 0, p 1 and in-place calls are torch's own
+    assert torch.equal(torch.nn.functional.dropout(x, 0.3, training=False), x)
+    assert torch.equal(torch.nn.functional.dropout(x, 0.0), x)
+    assert torch.count_nonzero(torch.nn.functional.dropout(x, 1.0)) == 0
+    z = x.detach().clone()
+    torch.nn.functional.dropout(z, 0.5, inplace=True)
+    assert 0.45 < (z == 0).float().mean().item() < 0.55
+    # under bf16 the draws stay float32: the kept share is still 1 - p
+    half = torch.nn.functional.dropout(torch.ones(200_000, dtype=torch.bfloat16), 0.1)
+    assert abs((half != 0).float().mean().item() - 0.9) < 0.005
+
+
+def test_torchs_dropout_stays_reachable():
+    code = ("import masan_recbole, torch; f = torch.nn.functional.dropout; "
+            "print(getattr(f, '__masan_patch__', None))")
+    def patch_name(**env):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+        return out.stdout.split()[-1]
+    assert patch_name() == "fast_cpu_dropout"
+    assert patch_name(MASAN_FAST_DROPOUT="0") == "None"

@@ -75,6 +75,12 @@ INVENTORY = (
           "activations' pages again: ~40 % of a CPU epoch in the kernel, most of all in a process's first epoch",
           "tests/test_patches.py::test_freed_training_buffers_are_reused_not_faulted_again",
           "never on glibc; set MASAN_MALLOC_TUNING=0 to leave malloc as it is", platform.keep_freed_memory),
+    Patch("fast_cpu_dropout", "torch.nn.functional.dropout (CPU, training)",
+          "torch draws CPU dropout masks with bernoulli_, four times the cost of uniform draws: a sixth "
+          "of a LightSANs or ASRec training step",
+          "tests/test_patches.py::test_cpu_dropout_masks_come_from_uniform_draws",
+          "torch's CPU bernoulli_ is as fast as rand (pytorch/pytorch#138199); set MASAN_FAST_DROPOUT=0 "
+          "to use torch's", platform.fast_cpu_dropout),
     Patch("hyperopt_exhaustive_rng", "recbole.trainer.hyper_tuning.np",
           "hyperopt >= 0.2.7 expects a numpy Generator; RecBole's exhaustive search passes a RandomState",
           "tests/test_patches.py::test_exhaustive_hyper_search_runs_on_current_hyperopt",

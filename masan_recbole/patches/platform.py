@@ -242,3 +242,26 @@ def keep_freed_memory():
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 2**31 - 1)  # never give the heap top back
     libc.mallopt(m_top_pad, 64 << 20)  # grow the heap in large steps
+
+
+def _dropout_from_uniform_draws(original, input, p=0.5, training=True, inplace=False):
+    """torch's CPU dropout draws its mask with ``bernoulli_``, one double-precision draw per element,
+    about four times the cost of ``torch.rand_like`` (pytorch/pytorch#138199); that was a sixth of a
+    LightSANs or ASRec training step on CPU. The same mask from uniform draws: an element is kept
+    where u >= p (probability 1 - p) and scaled by 1 / (1 - p). The draws come from torch's default
+    generator, as torch's do, so seeding and the checkpoints' random state cover them. Other
+    devices, p of 0 or 1, in-place calls and evaluation go to torch's dropout."""
+    if training and not inplace and 0.0 < p < 1.0 and input.device.type == "cpu" and input.is_floating_point():
+        # float32 draws whatever the input's type: bf16 draws would be too coarse near p
+        keep = torch.rand_like(input, dtype=torch.float32) >= p
+        return input * keep * (1.0 / (1.0 - p))
+    return original(input, p, training, inplace)
+
+
+def fast_cpu_dropout():
+    """``torch.nn.functional.dropout`` (and so every ``nn.Dropout``) draws its CPU masks from
+    uniform draws; ``MASAN_FAST_DROPOUT=0`` opts out."""
+    if os.environ.get("MASAN_FAST_DROPOUT", "1") == "0":
+        return
+    wrap("fast_cpu_dropout", torch.nn.functional, "dropout", _dropout_from_uniform_draws)
+
