@@ -18,8 +18,8 @@ process holds (``.state/<run>/lock``).
 
 The result file holds ``model``, ``dataset``, ``seed``, ``best_epoch``, ``epochs_run``,
 ``stopping_step``, ``test_result`` (the metrics of the best-validation model), ``valid_curve``,
-``per_user_ndcg@10`` (test users in id order, for paired tests), the full config, seconds per epoch,
-device, versions and commit.
+``per_user_ndcg@10`` (test users in id order, for paired tests), the full config, seconds per epoch
+(the mean, and each epoch's in ``train_seconds`` / ``valid_seconds``), device, versions and commit.
 
 Two protocols. ``test_result`` is RecBole's: full ranking of every item but padding, the user's
 earlier items included. ``test_result_history_excluded`` (same metrics and cut-offs) and
@@ -364,6 +364,9 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         "valid_curve": curve,
         "train_seconds_per_epoch": sum(progress["train_seconds"]) / epochs_run,
         "valid_seconds_per_epoch": sum(progress["valid_seconds"]) / max(1, len(progress["valid_seconds"])),
+        # each epoch's wall-clock seconds: a run paused or crowded for a while shows as a few long epochs,
+        # which the report's medians leave out
+        "train_seconds": progress["train_seconds"], "valid_seconds": progress["valid_seconds"],
         "parameters": sum(p.numel() for p in model.parameters()),
         "per_user_ndcg@10": protocols["per_user_ndcg@10"],
         "per_user_ndcg@10_history_excluded": protocols["per_user_ndcg@10_history_excluded"],
@@ -538,7 +541,7 @@ def refit(result_path, out=OUT, threads=1):
     test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False).items()}
     fields = {"test_result_refit": test_result,
               "refit": {"epochs": epochs, "train_rows": len(train_data._dataset),
-                        "train_seconds_per_epoch": sum(seconds) / len(seconds)}}
+                        "train_seconds_per_epoch": sum(seconds) / len(seconds), "train_seconds": seconds}}
     write_json(result_path, {**read_result(result_path), **fields}, indent="top")
     print(f"{name}: refit on training + validation for {epochs} epochs, test {test_result}")
     return {**record, **fields}

@@ -120,15 +120,30 @@ def paired_tests(runs):
     return rows
 
 
+def median(values):
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def seconds_per_epoch(record, part="train"):
+    """The median of the run's per-epoch wall-clock seconds (``part``: train or valid): a run paused
+    or crowded for a while has a few long epochs, which the mean would spread over all. Result files
+    written before the per-epoch lists existed give their mean."""
+    each = record.get(f"{part}_seconds")
+    return median(each) if each else record[f"{part}_seconds_per_epoch"]
+
+
 def compute_hours(results):
-    """{device: hours} summed over runs of epochs_run × (train + valid seconds per epoch)."""
+    """{device: hours} summed over runs of epochs_run × (median train + validation seconds per epoch),
+    plus the refits' epochs."""
     hours = {}
     for runs in results.values():
         for seeds in runs.values():
             for r in seeds.values():
-                seconds = r["epochs_run"] * (r["train_seconds_per_epoch"] + r["valid_seconds_per_epoch"])
+                seconds = r["epochs_run"] * (seconds_per_epoch(r, "train") + seconds_per_epoch(r, "valid"))
                 if r.get("refit"):
-                    seconds += r["refit"]["epochs"] * r["refit"]["train_seconds_per_epoch"]
+                    seconds += r["refit"]["epochs"] * seconds_per_epoch(r["refit"])
                 hours[r["device"]] = hours.get(r["device"], 0.0) + seconds / 3600
     return hours
 
@@ -172,14 +187,14 @@ def ordered_labels(dataset, runs, matrix_runs):
 
 def ours_table(dataset, runs, metrics, matrix_runs):
     header = ["run", "seeds", *(f"test {metric_label(m)}" for m in metrics),
-              "best epoch / epochs run", "train s/epoch", "parameters"]
+              "best epoch / epochs run", "train s/epoch (median)", "parameters"]
     rows = []
     for label in ordered_labels(dataset, runs, matrix_runs):
         seeds = runs[label]
         records = [seeds[s] for s in sorted(seeds)]
         figures = [figure_cell(records, m) for m in metrics]
         epochs = ", ".join(f"{r['best_epoch']} / {r['epochs_run']}" for r in records)
-        train = sum(r["train_seconds_per_epoch"] for r in records) / len(records)
+        train = sum(seconds_per_epoch(r) for r in records) / len(records)
         parameters = ", ".join(f"{p:,}" for p in dict.fromkeys(r["parameters"] for r in records))
         rows.append([label, ", ".join(map(str, sorted(seeds))), *figures, epochs, f"{train:.1f}", parameters])
     return table(header, rows, "ll" + "r" * (len(header) - 2))
@@ -304,7 +319,8 @@ def hours_line(hours):
     if not hours:
         return "No compute spent on finished runs yet."
     spent = ", ".join(f"{device} {h:.1f} h" for device, h in sorted(hours.items()))
-    return f"Compute spent on the finished runs (epochs run × (train + validation) seconds per epoch): {spent}."
+    return (f"Compute spent on the finished runs (epochs run × (median train + median validation) seconds "
+            f"per epoch, refits included): {spent}.")
 
 
 def report(results, anchors, protocols, matrix_runs, curve_links):

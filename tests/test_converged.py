@@ -56,9 +56,10 @@ def test_the_result_file_holds_the_report_fields(tiny_config, tmp_path):
         saved = json.load(f)
     for key in ("model", "dataset", "seed", "best_epoch", "epochs_run", "stopping_step", "test_result",
                 "valid_curve", "config", "train_seconds_per_epoch", "device", "versions", "schema_version",
+                "train_seconds", "valid_seconds",
                 "test_result_history_excluded", "per_user_ndcg@10_history_excluded"):
         assert key in saved, key
-    assert saved["epochs_run"] == len(saved["valid_curve"]) and saved["stopping_step"] == 2
+    assert saved["epochs_run"] == len(saved["valid_curve"]) == len(saved["train_seconds"]) and saved["stopping_step"] == 2
     per_user = record["per_user_ndcg@10"]
     assert len(per_user["ndcg"]) == 150  # every generated user is a test user
     assert per_user["mean"] == pytest.approx(record["test_result"]["ndcg@10"], abs=1e-4)

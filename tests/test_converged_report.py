@@ -190,3 +190,17 @@ def test_a_refitted_run_gets_its_own_table_and_its_hours(setup):
     assert "| MASAN |" not in refitted  # runs without a refit are not in it
     after = report.compute_hours(report.load_results(setup["results"]))["cpu"]
     assert after - before == pytest.approx((12 * 120 + 8 * 150) / 3600)
+
+
+def test_seconds_per_epoch_are_medians_so_a_paused_epoch_does_not_count(setup):
+    # 12 epochs of about 30 s and one of an hour (the process was stopped meanwhile)
+    train = [30.0] * 5 + [3600.0] + [31.0] * 6
+    record = dict(result("LightSANs", 2021, 0.0260, 0.0560, LIGHTSANS_2020), train_seconds=train,
+                  valid_seconds=[2.0] * 12, train_seconds_per_epoch=sum(train) / 12, valid_seconds_per_epoch=2.0)
+    before = report.compute_hours(report.load_results(setup["results"]))["cpu"]
+    with open(os.path.join(setup["results"], "toyset-LightSANs-seed2021.json"), "w") as f:
+        json.dump(record, f)
+    text = generate(setup)
+    assert "| 65.5 |" in row(text, "LightSANs")  # the seeds' medians, 100.0 (no list: its mean) and 31.0
+    after = report.compute_hours(report.load_results(setup["results"]))["cpu"]
+    assert after - before == pytest.approx(12 * (31.0 + 2.0) / 3600)
