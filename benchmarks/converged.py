@@ -277,7 +277,9 @@ def protocol_fields(config, scored, test_result):
 def goes_on(record, settings):
     """A finished run goes on where early stopping did not end it and ``settings`` now allow more epochs
     (its result file is then written again, without the refit fields: a later best epoch changes the refit)."""
-    return not record["stopped_early"] and settings.get("epochs", record["config"].get("epochs", 0)) > record["epochs_run"]
+    if record.get("stopped_early", True) or "epochs_run" not in record:
+        return False
+    return settings.get("epochs", record.get("config", {}).get("epochs", 0)) > record["epochs_run"]
 
 
 def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
@@ -299,8 +301,10 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         if not goes_on(record, settings):
             print(f"{name}: finished already ({result_path})")
             return record
+        resumable = os.path.isfile(os.path.join(out, ".state", name, "latest.pth"))
         print(f"{name}: ran all its {record['epochs_run']} epochs without stopping early; going on to "
-              f"{settings['epochs']} or early stopping")
+              f"{settings['epochs']} or early stopping" + ("" if resumable else
+              f", from epoch 0: its state ({os.path.join(out, '.state', name)}) is not on this machine"))
     state_dir = os.path.join(out, ".state", name)
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
     config = Config(model=model_name, dataset=dataset, config_dict={
@@ -515,6 +519,11 @@ def refit(result_path, out=OUT, threads=1):
     trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
     trainer.saved_model_file = latest  # without validation RecBole saves after every epoch: the resume point
     seconds = []
+    trained_for = {"model": record["model"], "seed": record["seed"], "settings": record["settings"]}
+    if os.path.isfile(latest) and (not os.path.isfile(progress_path)
+                                   or json.load(open(progress_path)).get("run") != trained_for):
+        print(f"{name}: the refit state is another run's (model, seed or settings differ); starting over")
+        os.remove(latest)
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
         # A refit of fewer epochs is the start of a longer one (same seed, data and schedule), not the reverse.
@@ -532,7 +541,7 @@ def refit(result_path, out=OUT, threads=1):
         start = clock(on_cuda)
         loss = train_epoch(*args, **kwargs)
         seconds.append(round(clock(on_cuda) - start, 3))
-        write_json(progress_path, {"train_seconds": seconds})  # before the checkpoint, as train() does
+        write_json(progress_path, {"run": trained_for, "train_seconds": seconds})  # before the checkpoint, as train() does
         return loss
 
     trainer._train_epoch = timed_train_epoch
@@ -651,7 +660,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.rescore:
         return rescore_all(args.out, args.datasets, args.models, args.threads)
-    runs = [r for r in load_matrix(args.matrix)
+    runs = [r._replace(settings={**r.settings, **parse_set(args.set)}) for r in load_matrix(args.matrix)
             if (not args.datasets or r.dataset in args.datasets) and (not args.models or r.label in args.models)]
     if args.list:
         for run in runs:
@@ -659,13 +668,14 @@ def main(argv=None):
             print(f"{name:45} {run_state(run, args.out)}")
         return 0
     if args.all:
+        tried = set()  # a run that is still pending after its turn (it failed to finish) is not taken again
         while True:
             for run in pending(runs, args.out):
                 name = run_name(run.label, run.dataset, run.seed)
-                if claim(args.out, name):
+                if name not in tried and claim(args.out, name):
+                    tried.add(name)
                     try:
-                        train(run.model, run.dataset, run.seed, {**run.settings, **parse_set(args.set)}, args.out,
-                              args.threads, label=run.label)
+                        train(run.model, run.dataset, run.seed, run.settings, args.out, args.threads, label=run.label)
                         if run.refit:
                             refit(os.path.join(args.out, f"{name}.json"), args.out, args.threads)
                     finally:

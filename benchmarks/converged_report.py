@@ -28,7 +28,7 @@ import sys
 
 import yaml
 
-from benchmarks.converged import MATRIX, OUT, load_matrix
+from benchmarks.converged import MATRIX, OUT, REFIT_FIELDS, goes_on, load_matrix
 from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
 
 DOC = os.path.join(REPO, "docs", "results.md")
@@ -78,8 +78,14 @@ def load_anchors(path):
 
 
 def pending_runs(matrix_runs, results):
-    """The matrix's runs that have no result file yet, in the matrix's order."""
-    return [r for r in matrix_runs if r.seed not in results.get(r.dataset, {}).get(r.label, {})]
+    """The matrix's runs not done yet, in the matrix's order: no result file, one whose run is to go on
+    (converged.goes_on), or a refit the matrix asks for still to make."""
+    def done(run):
+        record = results.get(run.dataset, {}).get(run.label, {}).get(run.seed)
+        return (record is not None and not goes_on(record, run.settings)
+                and (not run.refit or all(key in record for key in REFIT_FIELDS)))
+
+    return [r for r in matrix_runs if not done(r)]
 
 
 # ---------------------------------------------------------------------------- numbers

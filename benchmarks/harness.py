@@ -91,11 +91,15 @@ def device_name(device):
 
 
 def environment(device, threads=None):
-    """The record every result file carries: device, its name, CPU threads and versions."""
+    """The record every result file carries: device, its name, CPU threads, versions and how CPU dropout
+    draws its masks (patch fast_cpu_dropout: the same distribution as torch's, other masks for a seed)."""
     import torch
 
+    from masan_recbole.patches.platform import cpu_dropout
+
     return {"device": str(device), "device_name": device_name(device),
-            "threads": threads or torch.get_num_threads(), "versions": versions()}
+            "threads": threads or torch.get_num_threads(), "versions": versions(),
+            "cpu_dropout": cpu_dropout()}
 
 
 def describe_device(record):

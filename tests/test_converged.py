@@ -396,3 +396,18 @@ def test_a_refit_of_fewer_epochs_than_its_state_starts_over(tmp_path):
     assert shorter["test_result_refit"] == fresh["test_result_refit"]
     a, b = refit_weights(str(tmp_path / "out"))["state_dict"], refit_weights(str(tmp_path / "fresh"))["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_a_refit_state_of_another_run_is_not_reused(tmp_path, capsys):
+    path, record = session_run(tmp_path)
+    first = converged.refit(str(path), str(tmp_path / "out"))
+    # the run was trained again with other settings, its refit fields dropped: the old refit is not its
+    changed = {k: v for k, v in json.loads(path.read_text()).items() if k not in converged.REFIT_FIELDS}
+    changed["settings"] = {**changed["settings"], "dropout_prob": 0.5}
+    changed["config"] = {**changed["config"], "dropout_prob": 0.5}
+    path.write_text(json.dumps(changed))
+    capsys.readouterr()
+    again = converged.refit(str(path), str(tmp_path / "out"))
+    assert "starting over" in capsys.readouterr().out
+    assert again["refit"]["epochs"] == first["refit"]["epochs"] == 3

@@ -204,3 +204,15 @@ def test_seconds_per_epoch_are_medians_so_a_paused_epoch_does_not_count(setup):
     assert "| 65.5 |" in row(text, "LightSANs")  # the seeds' medians, 100.0 (no list: its mean) and 31.0
     after = report.compute_hours(report.load_results(setup["results"]))["cpu"]
     assert after - before == pytest.approx(12 * (31.0 + 2.0) / 3600)
+
+
+def test_a_run_to_go_on_or_to_refit_is_not_done(setup):
+    from benchmarks.converged import Run
+
+    stopped = result("MASAN", 2020, 0.03, 0.06, MASAN_2020)
+    cut_short = dict(stopped, stopped_early=False, epochs_run=12, config={"epochs": 12})
+    results = {"toyset": {"MASAN": {2020: stopped, 2021: cut_short}}}
+    runs = [Run("toyset", "MASAN", "MASAN", 2020, {"epochs": 300}),
+            Run("toyset", "MASAN", "MASAN", 2021, {"epochs": 30}),  # ran all its 12: goes on to 30
+            Run("toyset", "MASAN", "MASAN", 2021, {"epochs": 12}, refit=True)]  # done, but not refitted
+    assert report.pending_runs(runs, results) == runs[1:]

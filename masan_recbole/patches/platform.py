@@ -251,7 +251,8 @@ def _dropout_from_uniform_draws(original, input, p=0.5, training=True, inplace=F
     where u >= p (probability 1 - p) and scaled by 1 / (1 - p). The draws come from torch's default
     generator, as torch's do, so seeding and the checkpoints' random state cover them. Other
     devices, p of 0 or 1, in-place calls and evaluation go to torch's dropout."""
-    if training and not inplace and 0.0 < p < 1.0 and input.device.type == "cpu" and input.is_floating_point():
+    if (training and not inplace and 0.0 < p < 1.0 and input.device.type == "cpu" and input.is_floating_point()
+            and not torch.overrides.has_torch_function_unary(input)):
         # float32 draws whatever the input's type: bf16 draws would be too coarse near p
         keep = torch.rand_like(input, dtype=torch.float32) >= p
         return input * keep * (1.0 / (1.0 - p))
@@ -264,4 +265,15 @@ def fast_cpu_dropout():
     if os.environ.get("MASAN_FAST_DROPOUT", "1") == "0":
         return
     wrap("fast_cpu_dropout", torch.nn.functional, "dropout", _dropout_from_uniform_draws)
+    # TorchScript cannot compile the wrapper: a scripted module calls it as Python (such a module
+    # cannot be saved with torch.jit.save; MASAN_FAST_DROPOUT=0 gives torch's scriptable dropout)
+    torch.jit.ignore(torch.nn.functional.dropout)
+
+
+def cpu_dropout():
+    """Which dropout CPU training draws its masks with, for result files: "uniform draws"
+    (fast_cpu_dropout) or "torch" (bernoulli_)."""
+    from masan_recbole.patches.tools import patched_by
+
+    return "uniform draws" if patched_by(torch.nn.functional, "dropout") == "fast_cpu_dropout" else "torch"
 
