@@ -274,6 +274,14 @@ def protocol_fields(config, scored, test_result):
     }
 
 
+def best_point(curve, bigger=True):
+    """The validation point whose model RecBole keeps: the best score, and of equal scores the last
+    (its early_stopping takes a score equal to the best as a new best: ``value >= best``)."""
+    scores = [p["score"] for p in curve]
+    target = max(scores) if bigger else min(scores)
+    return [p for p in curve if p["score"] == target][-1]
+
+
 def goes_on(record, settings):
     """A finished run goes on where early stopping did not end it and ``settings`` now allow more epochs
     (its result file is then written again, without the refit fields: a later best epoch changes the refit)."""
@@ -356,7 +364,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=True).items()}
     protocols = protocol_fields(config, score_test_users(trainer, test_data, histories), test_result)
     curve = progress["valid_curve"]
-    best = max(curve, key=lambda p: p["score"]) if config["valid_metric_bigger"] else min(curve, key=lambda p: p["score"])
+    best = best_point(curve, config["valid_metric_bigger"])
     epochs_run = len(progress["train_seconds"])
     record = {
         "model": model_name, "label": label, "dataset": dataset, "seed": seed,

@@ -411,3 +411,16 @@ def test_a_refit_state_of_another_run_is_not_reused(tmp_path, capsys):
     again = converged.refit(str(path), str(tmp_path / "out"))
     assert "starting over" in capsys.readouterr().out
     assert again["refit"]["epochs"] == first["refit"]["epochs"] == 3
+
+
+def test_the_best_epoch_is_the_last_of_equal_scores_as_recboles_early_stopping_keeps_it():
+    from recbole.utils import early_stopping
+
+    curve = [{"epoch": e, "score": s} for e, s in enumerate([0.1, 0.3, 0.2, 0.3, 0.25])]
+    best, step, kept = -1.0, 0, None
+    for point in curve:  # RecBole's own rule, epoch by epoch
+        best, step, _, update = early_stopping(point["score"], best, step, max_step=10, bigger=True)
+        kept = point["epoch"] if update else kept
+    assert converged.best_point(curve)["epoch"] == kept == 3
+    lower = [{"epoch": e, "score": s} for e, s in enumerate([0.5, 0.2, 0.4, 0.2])]
+    assert converged.best_point(lower, bigger=False)["epoch"] == 3
