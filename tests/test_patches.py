@@ -278,10 +278,12 @@ def step():  # a feed-forward block's worth of activations: [102400, 256] floats
 
 for _ in range(5):  # the heap grows to its working size in the first steps
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
+faults = []
+for _ in range(5):  # each step's page faults; now and then a step still grows the heap once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[2])  # the median step
 """
 
 
@@ -293,7 +295,7 @@ def test_freed_training_buffers_are_reused_not_faulted_again():
         return int(out.stdout.split()[-1])
 
     tuned, untuned = page_faults(), page_faults(MASAN_MALLOC_TUNING="0")
-    assert untuned > 100_000  # glibc's default: every step maps its 105 MB again
+    assert untuned > 25_000  # glibc's default: every step maps its 105 MB again
     assert tuned < untuned / 100
 
 
