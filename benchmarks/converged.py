@@ -503,6 +503,8 @@ def refit(result_path, out=OUT, threads=1):
     from recbole.data import create_dataset, data_preparation
     from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
+    from masan_recbole.checkpoint import load_checkpoint
+
     torch.set_num_threads(threads)
     record = read_result(result_path)
     name = run_name(record.get("label") or record["model"], record["dataset"], record["seed"])
@@ -518,6 +520,16 @@ def refit(result_path, out=OUT, threads=1):
     differ = {k: v for k, v in config_differences(config, record).items() if k not in ("epochs", "checkpoint_dir")}
     if differ:
         raise RescoreError(f"{name}: the rebuilt config differs from the recorded one (recorded, now): {differ}")
+    trained_for = {"model": record["model"], "seed": record["seed"], "settings": record["settings"]}
+    if os.path.isfile(latest):
+        # A refit of fewer epochs is the start of a longer one (same seed, data and schedule); one of
+        # more epochs, or of another run (its model, seed or settings), is not
+        saved_run = json.load(open(progress_path)).get("run") if os.path.isfile(progress_path) else None
+        saved_epochs = load_checkpoint(latest)["epoch"] + 1
+        if saved_run != trained_for or saved_epochs > epochs:
+            print(f"{name}: the refit state ({saved_epochs} epochs) is not the start of this refit "
+                  f"({epochs} epochs of {trained_for}); starting over")
+            os.remove(latest)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = with_validation_in_training(create_dataset(config))
@@ -527,18 +539,8 @@ def refit(result_path, out=OUT, threads=1):
     trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
     trainer.saved_model_file = latest  # without validation RecBole saves after every epoch: the resume point
     seconds = []
-    trained_for = {"model": record["model"], "seed": record["seed"], "settings": record["settings"]}
-    if os.path.isfile(latest) and (not os.path.isfile(progress_path)
-                                   or json.load(open(progress_path)).get("run") != trained_for):
-        print(f"{name}: the refit state is another run's (model, seed or settings differ); starting over")
-        os.remove(latest)
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
-        # A refit of fewer epochs is the start of a longer one (same seed, data and schedule), not the reverse.
-        if trainer.start_epoch > epochs:
-            print(f"{name}: the refit state has {trainer.start_epoch} epochs, the run now chooses {epochs}; starting over")
-            os.remove(latest)
-            return refit(result_path, out, threads)
         with open(progress_path) as f:
             seconds = json.load(f)["train_seconds"][:trainer.start_epoch]
         print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
