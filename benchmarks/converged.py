@@ -290,6 +290,35 @@ def goes_on(record, settings):
     return settings.get("epochs", record.get("config", {}).get("epochs", 0)) > record["epochs_run"]
 
 
+class Prepared(NamedTuple):
+    histories: object  # Histories of the whole dataset, before any change to it
+    train_data: object
+    valid_data: object
+    test_data: object
+    model: object
+    trainer: object
+
+
+def prepare(config, adapt_dataset=None):
+    """Data, model and trainer of one run from its ``config``, seeded as RecBole's run_recbole seeds
+    them (once before the data, again before the model), so that train(), rescore() and refit()
+    rebuild the same run. ``adapt_dataset`` changes the dataset before it is split (refit)."""
+    import masan_recbole  # noqa: F401  (the plugin's models and patches)
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import get_model, get_trainer, init_seed
+
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    histories = user_histories(dataset)  # before data_preparation turns it into augmented rows
+    if adapt_dataset is not None:
+        dataset = adapt_dataset(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return Prepared(histories, train_data, valid_data, test_data, model, trainer)
+
+
 def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     """Train one run to early stopping (resuming where a previous process stopped); write its result.
     ``label`` names a variant of the model (its files and its ``label`` field); default: the model."""
@@ -297,8 +326,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
     from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+    from recbole.utils import init_logger
 
     torch.set_num_threads(threads)
     label = label or model_name
@@ -317,14 +345,8 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
     config = Config(model=model_name, dataset=dataset, config_dict={
         "seed": seed, "checkpoint_dir": state_dir, "show_progress": False, **settings})
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    data = create_dataset(config)
-    histories = user_histories(data)  # before data_preparation turns it into augmented rows
-    train_data, valid_data, test_data = data_preparation(config, data)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    histories, train_data, valid_data, test_data, model, trainer = prepare(config)
     trainer.saved_model_file = os.path.join(state_dir, "best.pth")
     progress = {"valid_curve": [], "train_seconds": [], "valid_seconds": []}
     if os.path.isfile(latest):
@@ -418,8 +440,6 @@ def rescore(result_path, out=OUT, threads=1):
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
     from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
 
     from masan_recbole.checkpoint import load_checkpoint
 
@@ -440,15 +460,9 @@ def rescore(result_path, out=OUT, threads=1):
         differ = config_differences(config, record)
         if differ:
             raise RescoreError(f"{name}: the rebuilt config differs from the recorded one (recorded, now): {differ}")
-        init_seed(config["seed"], config["reproducibility"])
-        dataset = create_dataset(config)
-        histories = user_histories(dataset)
-        train_data, _, test_data = data_preparation(config, dataset)
-        init_seed(config["seed"], config["reproducibility"])
-        model = get_model(record["model"])(config, train_data._dataset).to(config["device"])
+        histories, _, _, test_data, model, trainer = prepare(config)
         if sum(p.numel() for p in model.parameters()) != record["parameters"]:
             raise RescoreError(f"{name}: the rebuilt {record['model']} has a different parameter count from the recorded one")
-        trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
         # strict load: a key or shape the rebuilt model lacks raises
         test_result = trainer.evaluate(test_data, load_best_model=True, model_file=best)
         if {k: float(v) for k, v in test_result.items()} != record["test_result"]:
@@ -500,8 +514,7 @@ def refit(result_path, out=OUT, threads=1):
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
     from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_logger, init_seed
+    from recbole.utils import init_logger
 
     from masan_recbole.checkpoint import load_checkpoint
 
@@ -530,13 +543,8 @@ def refit(result_path, out=OUT, threads=1):
             print(f"{name}: the refit state ({saved_epochs} epochs) is not the start of this refit "
                   f"({epochs} epochs of {trained_for}); starting over")
             os.remove(latest)
-    init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    dataset = with_validation_in_training(create_dataset(config))
-    train_data, _, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(record["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], record["model"])(config, model)
+    _, train_data, _, test_data, _, trainer = prepare(config, adapt_dataset=with_validation_in_training)
     trainer.saved_model_file = latest  # without validation RecBole saves after every epoch: the resume point
     seconds = []
     if os.path.isfile(latest):
