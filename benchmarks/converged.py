@@ -249,12 +249,6 @@ def per_user_gains(users, ranks, k=10):
     return [users[i] for i in order], [round(gains[i], 6) for i in order]
 
 
-def per_user_ndcg(trainer, test_data, k=10):
-    """NDCG@k of each test user (one target each, RecBole's full-sort scores and masking), in user id order."""
-    scored = score_test_users(trainer, test_data)
-    return per_user_gains(scored.users, scored.ranks, k)
-
-
 def protocol_fields(config, scored, test_result):
     """The result file's fields from one scoring pass: RecBole's per-user NDCG@10 (checked against
     its evaluator's test_result), and the test metrics and per-user NDCG@10 with history excluded."""
