@@ -617,6 +617,17 @@ def pending(runs, out):
     return [r for r in runs if not is_done(r, out)]
 
 
+def holder(out, name):
+    """The pid of the living process that holds the run's lock, else None."""
+    try:
+        with open(os.path.join(out, ".state", name, "lock")) as f:
+            pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)
+    except (OSError, ValueError):  # no lock, an unreadable one, or its process is gone
+        return None
+    return pid
+
+
 def claim(out, name):
     """Take the run for this process (a lock file with its pid); False if a living process holds it."""
     folder = os.path.join(out, ".state", name)
@@ -626,13 +637,10 @@ def claim(out, name):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                pid = int(open(lock).read().strip() or 0)
-                os.kill(pid, 0)
-                return False  # held by a living process
-            except (ValueError, ProcessLookupError):
-                os.remove(lock)  # its process is gone
-                continue
+            if holder(out, name) is not None:
+                return False
+            os.remove(lock)  # its process is gone
+            continue
         with os.fdopen(fd, "w") as f:
             f.write(str(os.getpid()))
         return True
@@ -660,7 +668,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=2020)
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="settings over the matrix's")
     parser.add_argument("--all", action="store_true", help="every pending run of the matrix, in order")
-    parser.add_argument("--list", action="store_true", help="the matrix and which runs are done")
+    parser.add_argument("--list", action="store_true",
+                        help="the matrix, which runs are done and which a living process is training")
     parser.add_argument("--rescore", action="store_true",
                         help="add the history-excluded test fields to finished result files lacking them, "
                              "from their .state/<run>/best.pth")
@@ -677,7 +686,8 @@ def main(argv=None):
     if args.list:
         for run in runs:
             name = run_name(run.label, run.dataset, run.seed)
-            print(f"{name:45} {run_state(run, args.out)}")
+            pid = holder(args.out, name)
+            print(f"{name:45} {run_state(run, args.out)}" + (f" (running, pid {pid})" if pid else ""))
         return 0
     if args.all:
         tried = set()  # a run that is still pending after its turn (it failed to finish) is not taken again
