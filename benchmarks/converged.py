@@ -531,7 +531,10 @@ def refit(result_path, out=OUT, threads=1):
     if os.path.isfile(latest):
         # A refit of fewer epochs is the start of a longer one (same seed, data and schedule); one of
         # more epochs, or of another run (its model, seed or settings), is not
-        saved_run = json.load(open(progress_path)).get("run") if os.path.isfile(progress_path) else None
+        saved_run = None
+        if os.path.isfile(progress_path):
+            with open(progress_path) as f:
+                saved_run = json.load(f).get("run")
         saved_epochs = load_checkpoint(latest)["epoch"] + 1
         if saved_run != trained_for or saved_epochs > epochs:
             print(f"{name}: the refit state ({saved_epochs} epochs) is not the start of this refit "
@@ -596,16 +599,20 @@ def rescore_all(out, datasets=None, labels=None, threads=1):
     return status
 
 
+def record_state(run, record):
+    """What a run's result file says of it: "done", "refit pending" (trained, not yet refitted) or
+    "started" (to go on: more epochs than it ran, early stopping not reached)."""
+    if goes_on(record, run.settings):
+        return "started"
+    return "refit pending" if run.refit and not all(key in record for key in REFIT_FIELDS) else "done"
+
+
 def run_state(run, out):
-    """"done", "refit pending" (trained, not yet refitted), "started" (or to go on: more epochs than it
-    ran, early stopping not reached) or "pending"."""
+    """:func:`record_state` of its result file, else "started" (a saved state) or "pending"."""
     name = run_name(run.label, run.dataset, run.seed)
     path = os.path.join(out, f"{name}.json")
     if os.path.isfile(path):
-        record = read_result(path)
-        if not goes_on(record, run.settings):
-            return "refit pending" if run.refit and not all(key in record for key in REFIT_FIELDS) else "done"
-        return "started"
+        return record_state(run, read_result(path))
     return "started" if os.path.isfile(os.path.join(out, ".state", name, "latest.pth")) else "pending"
 
 

@@ -24,11 +24,12 @@ figure in it comes from a result file or from anchors.yaml, or is computed from 
 
 import argparse
 import os
+import statistics
 import sys
 
 import yaml
 
-from benchmarks.converged import MATRIX, OUT, REFIT_FIELDS, goes_on, load_matrix
+from benchmarks.converged import MATRIX, OUT, load_matrix, record_state
 from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
 
 DOC = os.path.join(REPO, "docs", "results.md")
@@ -78,12 +79,11 @@ def load_anchors(path):
 
 
 def pending_runs(matrix_runs, results):
-    """The matrix's runs not done yet, in the matrix's order: no result file, one whose run is to go on
-    (converged.goes_on), or a refit the matrix asks for still to make."""
+    """The matrix's runs not done yet, in the matrix's order: no result file, or one whose run is to go
+    on or still to be refitted (converged.record_state, the rule --list and --all follow)."""
     def done(run):
         record = results.get(run.dataset, {}).get(run.label, {}).get(run.seed)
-        return (record is not None and not goes_on(record, run.settings)
-                and (not run.refit or all(key in record for key in REFIT_FIELDS)))
+        return record is not None and record_state(run, record) == "done"
 
     return [r for r in matrix_runs if not done(r)]
 
@@ -126,18 +126,12 @@ def paired_tests(runs):
     return rows
 
 
-def median(values):
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
 def seconds_per_epoch(record, part="train"):
     """The median of the run's per-epoch wall-clock seconds (``part``: train or valid): a run paused
     or crowded for a while has a few long epochs, which the mean would spread over all. Result files
     written before the per-epoch lists existed give their mean."""
     each = record.get(f"{part}_seconds")
-    return median(each) if each else record[f"{part}_seconds_per_epoch"]
+    return statistics.median(each) if each else record[f"{part}_seconds_per_epoch"]
 
 
 def compute_hours(results):
