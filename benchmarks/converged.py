@@ -12,7 +12,12 @@ than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant 
 ``<out>/.state/<run>/`` (not committed): ``best.pth`` (RecBole's best-validation checkpoint),
 ``latest.pth`` (the whole training state after each validated epoch) and ``progress.json`` (curve
 and epoch times). Started again, a run resumes from ``latest.pth`` with the project's exact resume,
-so it ends with the numbers an uninterrupted run would have had. One thread per process by default:
+so it ends with the numbers an uninterrupted run would have had. A session's checkout may be new
+(nothing gitignored survives it), so after every validated epoch the run also copies its resume
+point to ``<out>/parked/<run>/`` (``latest.pth``, ``progress.json``, and ``best.pth`` without its
+optimizer state, which only training needs), which is committed at the end of a session; a run with
+no ``.state`` resumes from its parked copy, and the copy is deleted when the run stops early. One
+thread per process by default:
 on a 2-core machine start ``--all`` twice; a process takes the first pending run that no living
 process holds (``.state/<run>/lock``).
 
@@ -43,6 +48,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from typing import NamedTuple
 
@@ -56,6 +62,55 @@ OUT = os.path.join(BENCHMARKS, "results", "converged")
 
 def run_name(model, dataset, seed):
     return f"{dataset}-{model}-seed{seed}"
+
+
+PARKED = "parked"
+PARKED_FILES = ("latest.pth", "progress.json", "best.pth")
+
+
+def parked_dir(out, name):
+    """Where a run's resume point is kept for a later session: ``<out>/parked/<run>/`` (committed)."""
+    return os.path.join(out, PARKED, name)
+
+
+def park(state_dir, parked):
+    """Copy the resume point in ``state_dir`` to ``parked``, replacing the earlier copy as a whole (a
+    copy is always one epoch's files, never a mix). ``best.pth`` loses its optimizer state: only its
+    model is read (to test), and the optimizer's moments would double the committed size."""
+    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
+
+    staging, old = parked + ".tmp", parked + ".old"
+    for folder in (staging, old):
+        shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(staging)
+    for file in PARKED_FILES[:2]:
+        shutil.copy2(os.path.join(state_dir, file), staging)
+    best = os.path.join(state_dir, "best.pth")
+    if os.path.isfile(best):
+        state = load_checkpoint(best)
+        save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "checksum")},
+                        os.path.join(staging, "best.pth"))
+    if os.path.isdir(parked):
+        os.rename(parked, old)
+    os.rename(staging, parked)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def has_resume_point(out, name):
+    """Whether the run can resume: a saved state on this machine, or a parked one."""
+    return any(os.path.isfile(os.path.join(folder, "latest.pth"))
+               for folder in (os.path.join(out, ".state", name), parked_dir(out, name)))
+
+
+def unpark(parked, state_dir):
+    """Put a parked resume point back in ``state_dir`` when this machine has none; True if it did."""
+    if os.path.isfile(os.path.join(state_dir, "latest.pth")) or not os.path.isfile(os.path.join(parked, "latest.pth")):
+        return False
+    os.makedirs(state_dir, exist_ok=True)
+    for file in PARKED_FILES:
+        if os.path.isfile(os.path.join(parked, file)):
+            shutil.copy2(os.path.join(parked, file), state_dir)
+    return True
 
 
 class Run(NamedTuple):
@@ -331,12 +386,14 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         if not goes_on(record, settings):
             print(f"{name}: finished already ({result_path})")
             return record
-        resumable = os.path.isfile(os.path.join(out, ".state", name, "latest.pth"))
+        resumable = has_resume_point(out, name)
         print(f"{name}: ran all its {record['epochs_run']} epochs without stopping early; going on to "
               f"{settings['epochs']} or early stopping" + ("" if resumable else
               f", from epoch 0: its state ({os.path.join(out, '.state', name)}) is not on this machine"))
-    state_dir = os.path.join(out, ".state", name)
+    state_dir, parked = os.path.join(out, ".state", name), parked_dir(out, name)
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
+    if unpark(parked, state_dir):
+        print(f"{name}: this machine has no state of it; resuming from the parked copy in {parked}")
     config = Config(model=model_name, dataset=dataset, config_dict={
         "seed": seed, "checkpoint_dir": state_dir, "show_progress": False, **settings})
     init_logger(config)
@@ -372,6 +429,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         # progress first: if killed between the two writes, resuming trims it to latest.pth's epoch
         write_json(progress_path, progress)
         trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=latest)
+        park(state_dir, parked)
 
     trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
     stopped = trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs
@@ -403,6 +461,8 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         **environment(config["device"].type, threads),
     }
     write_json(result_path, record, indent="top")
+    if record["stopped_early"]:  # nothing will resume it (a run that used all its epochs may go on)
+        shutil.rmtree(parked, ignore_errors=True)
     print(f"{name}: best epoch {record['best_epoch']} of {epochs_run}, test {record['test_result']}")
     return record
 
@@ -518,8 +578,10 @@ def refit(result_path, out=OUT, threads=1):
     if all(key in record for key in REFIT_FIELDS):
         print(f"{name}: refitted already")
         return record
-    state_dir = os.path.join(out, ".state", name, "refit")
+    state_dir, parked = os.path.join(out, ".state", name, "refit"), os.path.join(parked_dir(out, name), "refit")
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
+    if unpark(parked, state_dir):
+        print(f"{name}: this machine has no refit state; resuming from the parked copy in {parked}")
     epochs = record["best_epoch"] + 1
     config = Config(model=record["model"], dataset=record["dataset"], config_dict={
         "seed": record["seed"], "checkpoint_dir": state_dir, "show_progress": False, **record["settings"],
@@ -559,7 +621,13 @@ def refit(result_path, out=OUT, threads=1):
         write_json(progress_path, {"run": trained_for, "train_seconds": seconds})  # before the checkpoint, as train() does
         return loss
 
-    trainer._train_epoch = timed_train_epoch
+    save_checkpoint = trainer._save_checkpoint
+
+    def save_and_park(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        park(state_dir, parked)
+
+    trainer._train_epoch, trainer._save_checkpoint = timed_train_epoch, save_and_park
     if trainer.start_epoch < epochs:
         trainer.fit(train_data, None, saved=True, show_progress=False)
     test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False).items()}
@@ -567,6 +635,7 @@ def refit(result_path, out=OUT, threads=1):
               "refit": {"epochs": epochs, "train_rows": len(train_data._dataset),
                         "train_seconds_per_epoch": sum(seconds) / len(seconds), "train_seconds": seconds}}
     write_json(result_path, {**read_result(result_path), **fields}, indent="top")
+    shutil.rmtree(parked_dir(out, name), ignore_errors=True)
     print(f"{name}: refit on training + validation for {epochs} epochs, test {test_result}")
     return {**record, **fields}
 
@@ -608,12 +677,12 @@ def record_state(run, record):
 
 
 def run_state(run, out):
-    """:func:`record_state` of its result file, else "started" (a saved state) or "pending"."""
+    """:func:`record_state` of its result file, else "started" (a saved or parked state) or "pending"."""
     name = run_name(run.label, run.dataset, run.seed)
     path = os.path.join(out, f"{name}.json")
     if os.path.isfile(path):
         return record_state(run, read_result(path))
-    return "started" if os.path.isfile(os.path.join(out, ".state", name, "latest.pth")) else "pending"
+    return "started" if has_resume_point(out, name) else "pending"
 
 
 def is_done(run, out):

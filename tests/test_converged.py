@@ -4,6 +4,7 @@ uninterrupted run, and its result file holds what the report needs."""
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -47,6 +48,51 @@ def test_an_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, mo
         assert resumed[key] == whole[key], key
     assert [p["score"] for p in resumed["valid_curve"]] == [p["score"] for p in whole["valid_curve"]]
     assert resumed["per_user_ndcg@10"]["ndcg"] == whole["per_user_ndcg@10"]["ndcg"]
+
+
+@pytest.mark.slow
+def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_path, monkeypatch, capsys):
+    """Only what is committed survives a session: the parked copy, not .state."""
+    from masan_recbole.checkpoint import load_checkpoint
+
+    name = f"{SYNTH}-SASRec-seed2020"
+    settings = {**tiny(tiny_config), "epochs": 12, "stopping_step": 1, "learning_rate": 0.1}  # stops after 6 epochs
+    whole = converged.train("SASRec", SYNTH, 2020, settings, out=str(tmp_path / "whole"))
+    assert whole["stopped_early"] and whole["epochs_run"] > 3
+    assert not os.path.exists(converged.parked_dir(str(tmp_path / "whole"), name))  # nothing left to resume
+
+    class Killed(Exception):
+        pass
+
+    park = converged.park
+    parked = []
+
+    def dies_after_the_third_copy(state_dir, target):
+        park(state_dir, target)
+        parked.append(target)
+        if len(parked) == 3:
+            raise Killed
+
+    monkeypatch.setattr(converged, "park", dies_after_the_third_copy)
+    out = tmp_path / "cut"
+    with pytest.raises(Killed):
+        converged.train("SASRec", SYNTH, 2020, settings, out=str(out))
+    monkeypatch.setattr(converged, "park", park)
+    copy = converged.parked_dir(str(out), name)
+    assert sorted(os.listdir(copy)) == ["best.pth", "latest.pth", "progress.json"]
+    assert "optimizer" not in load_checkpoint(os.path.join(copy, "best.pth"))
+    assert load_checkpoint(os.path.join(copy, "latest.pth"))["epoch"] == 2
+    shutil.rmtree(out / ".state")  # a new checkout
+    run = converged.Run(SYNTH, "SASRec", "SASRec", 2020, settings)
+    assert converged.run_state(run, str(out)) == "started"
+
+    capsys.readouterr()
+    resumed = converged.train("SASRec", SYNTH, 2020, settings, out=str(out))
+    assert "resuming after epoch 2" in capsys.readouterr().out  # not trained again from the start
+    for key in ("best_epoch", "epochs_run", "test_result", "best_valid_score"):
+        assert resumed[key] == whole[key], key
+    assert [p["score"] for p in resumed["valid_curve"]] == [p["score"] for p in whole["valid_curve"]]
+    assert not os.path.exists(copy)
 
 
 @pytest.mark.slow
@@ -338,6 +384,36 @@ def test_an_interrupted_refit_resumes_to_the_same_model(tmp_path, monkeypatch):
     monkeypatch.setattr(converged, "write_json", original)
     assert refit_weights(str(tmp_path / "cut"))["epoch"] == 0
     resumed = converged.refit(str(cut_path), str(tmp_path / "cut"))
+    assert resumed["test_result_refit"] == whole["test_result_refit"]
+    a, b = refit_weights(str(tmp_path / "whole"))["state_dict"], refit_weights(str(tmp_path / "cut"))["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not os.path.exists(converged.parked_dir(str(tmp_path / "cut"), "diginetica-SR-SAN-seed2020"))
+
+
+@pytest.mark.slow
+def test_an_interrupted_refit_on_a_new_checkout_resumes_from_its_parked_copy(tmp_path, monkeypatch, capsys):
+    path, _ = session_run(tmp_path, "whole")
+    whole = converged.refit(str(path), str(tmp_path / "whole"))
+    cut_path, _ = session_run(tmp_path, "cut")
+
+    class Killed(Exception):
+        pass
+
+    park = converged.park
+
+    def dies_after_the_second_copy(state_dir, target):
+        park(state_dir, target)
+        if json.loads(open(os.path.join(target, "progress.json")).read())["train_seconds"][1:]:
+            raise Killed
+
+    monkeypatch.setattr(converged, "park", dies_after_the_second_copy)
+    with pytest.raises(Killed):
+        converged.refit(str(cut_path), str(tmp_path / "cut"))
+    monkeypatch.setattr(converged, "park", park)
+    shutil.rmtree(tmp_path / "cut" / ".state")  # a new checkout: only the parked copy is left
+    capsys.readouterr()
+    resumed = converged.refit(str(cut_path), str(tmp_path / "cut"))
+    assert "refit resuming after epoch 1" in capsys.readouterr().out
     assert resumed["test_result_refit"] == whole["test_result_refit"]
     a, b = refit_weights(str(tmp_path / "whole"))["state_dict"], refit_weights(str(tmp_path / "cut"))["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
