@@ -368,6 +368,31 @@ def prepare(config, adapt_dataset=None):
     return Prepared(histories, train_data, valid_data, test_data, model, trainer)
 
 
+class ResumeError(RuntimeError):
+    """A run's saved state is not one epoch's files (a copy mixed from two epochs, or cut short)."""
+
+
+def resume_progress(saved, done, state_dir, bigger=None):
+    """The first ``done`` epochs of a saved progress.json, ``done`` being latest.pth's count:
+    progress.json is written first, so it may be one epoch ahead, never behind. With ``bigger``
+    (a validated run), best.pth must hold the best epoch of that curve, as RecBole's early stopping
+    chose it, or the epoch after it (saved before latest.pth: that epoch is trained again, the same
+    way, and saves its model again if it is still the best)."""
+    from masan_recbole.checkpoint import load_checkpoint
+
+    progress = {key: value[:done] for key, value in saved.items() if isinstance(value, list)}
+    fix = f"not one epoch's files: delete {state_dir} (and its parked copy) to start the run over"
+    if len(progress["train_seconds"]) < done:
+        raise ResumeError(f"{state_dir}: progress.json has {len(progress['train_seconds'])} epochs, "
+                          f"latest.pth {done}; {fix}")
+    if bigger is not None and progress["valid_curve"]:
+        best = best_point(progress["valid_curve"], bigger)["epoch"]
+        saved_best = load_checkpoint(os.path.join(state_dir, "best.pth"))["epoch"]
+        if saved_best not in (best, done):
+            raise ResumeError(f"{state_dir}: best.pth is epoch {saved_best}, the curve's best is {best}; {fix}")
+    return progress
+
+
 def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     """Train one run to early stopping (resuming where a previous process stopped); write its result.
     ``label`` names a variant of the model (its files and its ``label`` field); default: the model."""
@@ -405,8 +430,8 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         trainer.saved_model_file = os.path.join(state_dir, "best.pth")  # the best model stays where it is
         with open(progress_path) as f:
             saved = json.load(f)
-        done = trainer.start_epoch  # progress.json may be one epoch ahead of latest.pth
-        progress = {key: saved[key][:done] for key in progress}
+        done = trainer.start_epoch
+        progress = resume_progress(saved, done, state_dir, config["valid_metric_bigger"])
         print(f"{name}: resuming after epoch {done - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
@@ -609,7 +634,7 @@ def refit(result_path, out=OUT, threads=1):
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
         with open(progress_path) as f:
-            seconds = json.load(f)["train_seconds"][:trainer.start_epoch]
+            seconds = resume_progress(json.load(f), trainer.start_epoch, state_dir)["train_seconds"]
         print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch = trainer._train_epoch

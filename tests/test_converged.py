@@ -95,6 +95,24 @@ def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_p
     assert not os.path.exists(copy)
 
 
+def test_a_state_mixed_from_two_epochs_is_refused(tiny_config, tmp_path):
+    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
+
+    settings = {**tiny(tiny_config), "stopping_step": 20, "epochs": 3}  # ends at its epochs: its state stays
+    converged.train("SASRec", SYNTH, 2020, settings, out=str(tmp_path))
+    state = tmp_path / ".state" / f"{SYNTH}-SASRec-seed2020"
+    progress = json.loads((state / "progress.json").read_text())
+    (state / "progress.json").write_text(json.dumps({k: v[:2] if isinstance(v, list) else v for k, v in progress.items()}))  # one epoch behind
+    with pytest.raises(converged.ResumeError, match="progress.json has 2 epochs, latest.pth 3"):
+        converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 5}, out=str(tmp_path))
+    (state / "progress.json").write_text(json.dumps(progress))
+    best = load_checkpoint(state / "best.pth")
+    wrong = min({0, 1, 2} - {best["epoch"]})
+    save_checkpoint({**best, "epoch": wrong}, str(state / "best.pth"))  # another epoch's best model
+    with pytest.raises(converged.ResumeError, match=f"best.pth is epoch {wrong}"):
+        converged.train("SASRec", SYNTH, 2020, {**settings, "epochs": 5}, out=str(tmp_path))
+
+
 @pytest.mark.slow
 def test_the_result_file_holds_the_report_fields(tiny_config, tmp_path):
     record = converged.train("SASRec", SYNTH, 2021, tiny(tiny_config), out=str(tmp_path))
