@@ -14,12 +14,11 @@ than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant 
 and epoch times). Started again, a run resumes from ``latest.pth`` with the project's exact resume,
 so it ends with the numbers an uninterrupted run would have had. A session's checkout may be new
 (nothing gitignored survives it), so after every validated epoch the run also copies its resume
-point to ``<out>/parked/<run>/`` (``latest.pth``, ``progress.json``, and ``best.pth`` without its
-optimizer state, which only training needs), which is committed at the end of a session; a run with
-no ``.state`` resumes from its parked copy, and the copy is deleted when the run stops early. One
-thread per process by default:
-on a 2-core machine start ``--all`` twice; a process takes the first pending run that no living
-process holds (``.state/<run>/lock``).
+point into one file, ``<out>/parked/<run>.pth`` (``latest.pth``, ``progress.json``, and ``best.pth``
+without its optimizer state, which only training needs), which is committed at the end of a
+session; a run with no ``.state`` resumes from its parked copy, and the copy is deleted when the
+run stops early. One thread per process by default: on a 2-core machine start ``--all`` twice; a
+process takes the first pending run that no living process holds (``.state/<run>/lock``).
 
 The result file holds ``model``, ``dataset``, ``seed``, ``best_epoch``, ``epochs_run``,
 ``stopping_step``, ``test_result`` (the metrics of the best-validation model), ``valid_curve``,
@@ -48,7 +47,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 from typing import NamedTuple
 
@@ -64,53 +62,52 @@ def run_name(model, dataset, seed):
     return f"{dataset}-{model}-seed{seed}"
 
 
-PARKED = "parked"
-PARKED_FILES = ("latest.pth", "progress.json", "best.pth")
-
-
-def parked_dir(out, name):
-    """Where a run's resume point is kept for a later session: ``<out>/parked/<run>/`` (committed)."""
-    return os.path.join(out, PARKED, name)
+def parked_file(out, name, part=""):
+    """Where a run's resume point is kept for a later session: ``<out>/parked/<run><part>.pth``,
+    committed (``part`` ".refit" for a refit's)."""
+    return os.path.join(out, "parked", f"{name}{part}.pth")
 
 
 def park(state_dir, parked):
-    """Copy the resume point in ``state_dir`` to ``parked``, replacing the earlier copy as a whole (a
-    copy is always one epoch's files, never a mix). ``best.pth`` loses its optimizer state: only its
-    model is read (to test), and the optimizer's moments would double the committed size."""
+    """Copy the resume point in ``state_dir`` (latest.pth, progress.json, best.pth) into the one file
+    ``parked``, written atomically: a commit made while the run trains takes one epoch's copy whole,
+    never files of two epochs. The best model goes without its optimizer state: only its weights are
+    read (to test), and the optimizer's moments would double the committed size."""
     from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
 
-    staging, old = parked + ".tmp", parked + ".old"
-    for folder in (staging, old):
-        shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(staging)
-    for file in PARKED_FILES[:2]:
-        shutil.copy2(os.path.join(state_dir, file), staging)
+    def bare(state, *drop):
+        return {k: v for k, v in state.items() if k not in ("checksum", *drop)}
+
+    with open(os.path.join(state_dir, "progress.json")) as f:
+        progress = json.load(f)
     best = os.path.join(state_dir, "best.pth")
-    if os.path.isfile(best):
-        state = load_checkpoint(best)
-        save_checkpoint({k: v for k, v in state.items() if k not in ("optimizer", "checksum")},
-                        os.path.join(staging, "best.pth"))
-    if os.path.isdir(parked):
-        os.rename(parked, old)
-    os.rename(staging, parked)
-    shutil.rmtree(old, ignore_errors=True)
+    save_checkpoint({"progress": progress, "latest": bare(load_checkpoint(os.path.join(state_dir, "latest.pth"))),
+                     "best": bare(load_checkpoint(best), "optimizer") if os.path.isfile(best) else None}, parked)
+
+
+def unpark(parked, state_dir, name):
+    """Put a parked resume point back in ``state_dir`` when this machine has none; True if it did."""
+    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
+
+    if os.path.isfile(os.path.join(state_dir, "latest.pth")) or not os.path.isfile(parked):
+        return False
+    copy = load_checkpoint(parked)
+    write_json(os.path.join(state_dir, "progress.json"), copy["progress"])
+    if copy["best"] is not None:
+        save_checkpoint(copy["best"], os.path.join(state_dir, "best.pth"))
+    save_checkpoint(copy["latest"], os.path.join(state_dir, "latest.pth"))  # last: it marks a whole copy
+    print(f"{name}: this machine has no state of it; resuming from the parked copy {parked}")
+    return True
+
+
+def discard(path):
+    if os.path.isfile(path):
+        os.remove(path)
 
 
 def has_resume_point(out, name):
     """Whether the run can resume: a saved state on this machine, or a parked one."""
-    return any(os.path.isfile(os.path.join(folder, "latest.pth"))
-               for folder in (os.path.join(out, ".state", name), parked_dir(out, name)))
-
-
-def unpark(parked, state_dir):
-    """Put a parked resume point back in ``state_dir`` when this machine has none; True if it did."""
-    if os.path.isfile(os.path.join(state_dir, "latest.pth")) or not os.path.isfile(os.path.join(parked, "latest.pth")):
-        return False
-    os.makedirs(state_dir, exist_ok=True)
-    for file in PARKED_FILES:
-        if os.path.isfile(os.path.join(parked, file)):
-            shutil.copy2(os.path.join(parked, file), state_dir)
-    return True
+    return os.path.isfile(os.path.join(out, ".state", name, "latest.pth")) or os.path.isfile(parked_file(out, name))
 
 
 class Run(NamedTuple):
@@ -372,23 +369,26 @@ class ResumeError(RuntimeError):
     """A run's saved state is not one epoch's files (a copy mixed from two epochs, or cut short)."""
 
 
-def resume_progress(saved, done, state_dir, bigger=None):
+def resume_progress(saved, done, state_dir, parked, bigger=None):
     """The first ``done`` epochs of a saved progress.json, ``done`` being latest.pth's count:
-    progress.json is written first, so it may be one epoch ahead, never behind. With ``bigger``
-    (a validated run), best.pth must hold the best epoch of that curve, as RecBole's early stopping
-    chose it, or the epoch after it (saved before latest.pth: that epoch is trained again, the same
-    way, and saves its model again if it is still the best)."""
+    progress.json is written first, so it may be ahead, never behind. With ``bigger`` (a validated
+    run), best.pth must hold the best point of that curve, as RecBole's early stopping chose it, or
+    an epoch after latest.pth (saved just before it; that epoch is trained again, the same way, and
+    saves its model again if it is still the best)."""
     from masan_recbole.checkpoint import load_checkpoint
 
-    progress = {key: value[:done] for key, value in saved.items() if isinstance(value, list)}
-    fix = f"not one epoch's files: delete {state_dir} (and its parked copy) to start the run over"
+    progress = {"train_seconds": saved["train_seconds"][:done]}
+    if "valid_curve" in saved:  # one point per validation (eval_step epochs apart)
+        progress["valid_curve"] = [p for p in saved["valid_curve"] if p["epoch"] < done]
+        progress["valid_seconds"] = saved["valid_seconds"][:len(progress["valid_curve"])]
+    fix = f"not one epoch's files: delete {state_dir} and {parked} to start the run over"
     if len(progress["train_seconds"]) < done:
         raise ResumeError(f"{state_dir}: progress.json has {len(progress['train_seconds'])} epochs, "
                           f"latest.pth {done}; {fix}")
     if bigger is not None and progress["valid_curve"]:
         best = best_point(progress["valid_curve"], bigger)["epoch"]
         saved_best = load_checkpoint(os.path.join(state_dir, "best.pth"))["epoch"]
-        if saved_best not in (best, done):
+        if saved_best != best and saved_best < done:
             raise ResumeError(f"{state_dir}: best.pth is epoch {saved_best}, the curve's best is {best}; {fix}")
     return progress
 
@@ -409,16 +409,17 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     if os.path.isfile(result_path):
         record = read_result(result_path)
         if not goes_on(record, settings):
+            if record["stopped_early"]:
+                discard(parked_file(out, name))  # left if a process ended between the two
             print(f"{name}: finished already ({result_path})")
             return record
         resumable = has_resume_point(out, name)
         print(f"{name}: ran all its {record['epochs_run']} epochs without stopping early; going on to "
               f"{settings['epochs']} or early stopping" + ("" if resumable else
               f", from epoch 0: its state ({os.path.join(out, '.state', name)}) is not on this machine"))
-    state_dir, parked = os.path.join(out, ".state", name), parked_dir(out, name)
+    state_dir, parked = os.path.join(out, ".state", name), parked_file(out, name)
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
-    if unpark(parked, state_dir):
-        print(f"{name}: this machine has no state of it; resuming from the parked copy in {parked}")
+    unpark(parked, state_dir, name)
     config = Config(model=model_name, dataset=dataset, config_dict={
         "seed": seed, "checkpoint_dir": state_dir, "show_progress": False, **settings})
     init_logger(config)
@@ -431,7 +432,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         with open(progress_path) as f:
             saved = json.load(f)
         done = trainer.start_epoch
-        progress = resume_progress(saved, done, state_dir, config["valid_metric_bigger"])
+        progress = resume_progress(saved, done, state_dir, parked, config["valid_metric_bigger"])
         print(f"{name}: resuming after epoch {done - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
@@ -487,7 +488,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     }
     write_json(result_path, record, indent="top")
     if record["stopped_early"]:  # nothing will resume it (a run that used all its epochs may go on)
-        shutil.rmtree(parked, ignore_errors=True)
+        discard(parked)
     print(f"{name}: best epoch {record['best_epoch']} of {epochs_run}, test {record['test_result']}")
     return record
 
@@ -588,7 +589,7 @@ def refit(result_path, out=OUT, threads=1):
     """Train the finished run's model again, from its seed, on training + validation rows for
     best_epoch + 1 epochs (its learning-rate schedule included), then test the last model; adds
     ``test_result_refit`` and ``refit`` to the result file, every other field kept. Resumable like
-    train(): the state is in ``.state/<run>/refit/``."""
+    train(): the state is in ``.state/<run>/refit/``, parked in ``parked/<run>.refit.pth``."""
     import torch
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
@@ -600,13 +601,14 @@ def refit(result_path, out=OUT, threads=1):
     torch.set_num_threads(threads)
     record = read_result(result_path)
     name = run_name(record.get("label") or record["model"], record["dataset"], record["seed"])
+    parked = parked_file(out, name, ".refit")
     if all(key in record for key in REFIT_FIELDS):
+        discard(parked)
         print(f"{name}: refitted already")
         return record
-    state_dir, parked = os.path.join(out, ".state", name, "refit"), os.path.join(parked_dir(out, name), "refit")
+    state_dir = os.path.join(out, ".state", name, "refit")
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
-    if unpark(parked, state_dir):
-        print(f"{name}: this machine has no refit state; resuming from the parked copy in {parked}")
+    unpark(parked, state_dir, f"{name} (refit)")
     epochs = record["best_epoch"] + 1
     config = Config(model=record["model"], dataset=record["dataset"], config_dict={
         "seed": record["seed"], "checkpoint_dir": state_dir, "show_progress": False, **record["settings"],
@@ -634,7 +636,7 @@ def refit(result_path, out=OUT, threads=1):
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
         with open(progress_path) as f:
-            seconds = resume_progress(json.load(f), trainer.start_epoch, state_dir)["train_seconds"]
+            seconds = resume_progress(json.load(f), trainer.start_epoch, state_dir, parked)["train_seconds"]
         print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch = trainer._train_epoch
@@ -660,7 +662,7 @@ def refit(result_path, out=OUT, threads=1):
               "refit": {"epochs": epochs, "train_rows": len(train_data._dataset),
                         "train_seconds_per_epoch": sum(seconds) / len(seconds), "train_seconds": seconds}}
     write_json(result_path, {**read_result(result_path), **fields}, indent="top")
-    shutil.rmtree(parked_dir(out, name), ignore_errors=True)
+    discard(parked)
     print(f"{name}: refit on training + validation for {epochs} epochs, test {test_result}")
     return {**record, **fields}
 

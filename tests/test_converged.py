@@ -59,7 +59,7 @@ def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_p
     settings = {**tiny(tiny_config), "epochs": 12, "stopping_step": 1, "learning_rate": 0.1}  # stops after 6 epochs
     whole = converged.train("SASRec", SYNTH, 2020, settings, out=str(tmp_path / "whole"))
     assert whole["stopped_early"] and whole["epochs_run"] > 3
-    assert not os.path.exists(converged.parked_dir(str(tmp_path / "whole"), name))  # nothing left to resume
+    assert not os.path.exists(converged.parked_file(str(tmp_path / "whole"), name))  # nothing left to resume
 
     class Killed(Exception):
         pass
@@ -78,10 +78,10 @@ def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_p
     with pytest.raises(Killed):
         converged.train("SASRec", SYNTH, 2020, settings, out=str(out))
     monkeypatch.setattr(converged, "park", park)
-    copy = converged.parked_dir(str(out), name)
-    assert sorted(os.listdir(copy)) == ["best.pth", "latest.pth", "progress.json"]
-    assert "optimizer" not in load_checkpoint(os.path.join(copy, "best.pth"))
-    assert load_checkpoint(os.path.join(copy, "latest.pth"))["epoch"] == 2
+    copy = converged.parked_file(str(out), name)
+    parked_state = load_checkpoint(copy)
+    assert parked_state["latest"]["epoch"] == 2 and len(parked_state["progress"]["train_seconds"]) == 3
+    assert "optimizer" in parked_state["latest"] and "optimizer" not in parked_state["best"]
     shutil.rmtree(out / ".state")  # a new checkout
     run = converged.Run(SYNTH, "SASRec", "SASRec", 2020, settings)
     assert converged.run_state(run, str(out)) == "started"
@@ -93,6 +93,30 @@ def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_p
         assert resumed[key] == whole[key], key
     assert [p["score"] for p in resumed["valid_curve"]] == [p["score"] for p in whole["valid_curve"]]
     assert not os.path.exists(copy)
+
+
+def curve(*scores):
+    return {"train_seconds": [1.0] * len(scores), "valid_seconds": [0.1] * len(scores),
+            "valid_curve": [{"epoch": i, "score": v, "metrics": {}} for i, v in enumerate(scores)]}
+
+
+@pytest.mark.parametrize("best_epoch, accepted", [(1, True), (3, True), (4, True), (0, False), (2, False)])
+def test_a_resume_point_is_one_epochs_files(tmp_path, best_epoch, accepted):
+    """latest.pth after epoch 2 (done = 3), the best score at epoch 1 (equal scores: the later one
+    is RecBole's). best.pth may be epoch 1, or an epoch saved after latest.pth (3, or 4 when
+    validation runs every other epoch), never another earlier one."""
+    from masan_recbole.checkpoint import save_checkpoint
+
+    save_checkpoint({"epoch": best_epoch}, str(tmp_path / "best.pth"))
+    saved = curve(0.3, 0.3, 0.2, 0.5)  # progress.json one epoch ahead of latest.pth
+    if accepted:
+        progress = converged.resume_progress(saved, 3, str(tmp_path), "parked.pth", bigger=True)
+        assert progress == curve(0.3, 0.3, 0.2) and len(progress["valid_curve"]) == 3
+    else:
+        with pytest.raises(converged.ResumeError, match=f"best.pth is epoch {best_epoch}, the curve's best is 1"):
+            converged.resume_progress(saved, 3, str(tmp_path), "parked.pth", bigger=True)
+    with pytest.raises(converged.ResumeError, match="progress.json has 3 epochs, latest.pth 4.*parked.pth"):
+        converged.resume_progress(curve(0.1, 0.3, 0.2), 4, str(tmp_path), "parked.pth", bigger=True)
 
 
 def test_a_state_mixed_from_two_epochs_is_refused(tiny_config, tmp_path):
@@ -405,11 +429,13 @@ def test_an_interrupted_refit_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert resumed["test_result_refit"] == whole["test_result_refit"]
     a, b = refit_weights(str(tmp_path / "whole"))["state_dict"], refit_weights(str(tmp_path / "cut"))["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not os.path.exists(converged.parked_dir(str(tmp_path / "cut"), "diginetica-SR-SAN-seed2020"))
+    assert not os.path.exists(converged.parked_file(str(tmp_path / "cut"), "diginetica-SR-SAN-seed2020", ".refit"))
 
 
 @pytest.mark.slow
 def test_an_interrupted_refit_on_a_new_checkout_resumes_from_its_parked_copy(tmp_path, monkeypatch, capsys):
+    from masan_recbole.checkpoint import load_checkpoint
+
     path, _ = session_run(tmp_path, "whole")
     whole = converged.refit(str(path), str(tmp_path / "whole"))
     cut_path, _ = session_run(tmp_path, "cut")
@@ -421,7 +447,7 @@ def test_an_interrupted_refit_on_a_new_checkout_resumes_from_its_parked_copy(tmp
 
     def dies_after_the_second_copy(state_dir, target):
         park(state_dir, target)
-        if json.loads(open(os.path.join(target, "progress.json")).read())["train_seconds"][1:]:
+        if load_checkpoint(target)["progress"]["train_seconds"][1:]:
             raise Killed
 
     monkeypatch.setattr(converged, "park", dies_after_the_second_copy)
@@ -435,6 +461,10 @@ def test_an_interrupted_refit_on_a_new_checkout_resumes_from_its_parked_copy(tmp
     assert resumed["test_result_refit"] == whole["test_result_refit"]
     a, b = refit_weights(str(tmp_path / "whole"))["state_dict"], refit_weights(str(tmp_path / "cut"))["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    name = "diginetica-SR-SAN-seed2020"
+    assert not os.path.exists(converged.parked_file(str(tmp_path / "cut"), name, ".refit"))
+    # the run used all its epochs (it may go on if they are raised): its own copy stays
+    assert os.path.isfile(converged.parked_file(str(tmp_path / "cut"), name))
 
 
 def test_refit_refuses_a_leave_one_out_split(tiny_config, tmp_path):
