@@ -21,26 +21,34 @@ def tiny(config):
     return {**{k: config[k] for k in keep}, **SETTINGS}
 
 
+class Killed(Exception):
+    """The process ends here, as a kill or the end of a session would end it."""
+
+
+def killed_in(monkeypatch, run, function, when):
+    """Call ``run()`` with converged.<function> ending the process (raising Killed) right after a
+    call for which ``when(*args)`` holds; the function is restored afterwards."""
+    original = getattr(converged, function)
+
+    def dies(*args, **kwargs):
+        result = original(*args, **kwargs)
+        if when(*args):
+            raise Killed
+        return result
+
+    monkeypatch.setattr(converged, function, dies)
+    with pytest.raises(Killed):
+        run()
+    monkeypatch.setattr(converged, function, original)
+
+
 @pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_result(tiny_config, tmp_path, monkeypatch):
     whole = converged.train("SASRec", SYNTH, 2020, tiny(tiny_config), out=str(tmp_path / "whole"))
 
-    class Killed(Exception):
-        pass
-
-    original = converged.write_json
-    calls = []
-
-    def dies_after_three_epochs(path, data):
-        original(path, data)
-        calls.append(path)
-        if path.endswith("progress.json") and len(calls) == 3:
-            raise Killed  # between progress.json and latest.pth: the worst moment
-
-    monkeypatch.setattr(converged, "write_json", dies_after_three_epochs)
-    with pytest.raises(Killed):
-        converged.train("SASRec", SYNTH, 2020, tiny(tiny_config), out=str(tmp_path / "cut"))
-    monkeypatch.setattr(converged, "write_json", original)
+    # between progress.json and latest.pth of the third epoch: the worst moment
+    killed_in(monkeypatch, lambda: converged.train("SASRec", SYNTH, 2020, tiny(tiny_config), out=str(tmp_path / "cut")),
+              "write_json", lambda path, data: path.endswith("progress.json") and len(data["train_seconds"]) == 3)
     assert not os.path.exists(tmp_path / "cut" / f"{SYNTH}-SASRec-seed2020.json")
     resumed = converged.train("SASRec", SYNTH, 2020, tiny(tiny_config), out=str(tmp_path / "cut"))
 
@@ -61,23 +69,9 @@ def test_a_run_on_a_new_checkout_resumes_from_its_parked_copy(tiny_config, tmp_p
     assert whole["stopped_early"] and whole["epochs_run"] > 3
     assert not os.path.exists(converged.parked_file(str(tmp_path / "whole"), name))  # nothing left to resume
 
-    class Killed(Exception):
-        pass
-
-    park = converged.park
-    parked = []
-
-    def dies_after_the_third_copy(state_dir, target):
-        park(state_dir, target)
-        parked.append(target)
-        if len(parked) == 3:
-            raise Killed
-
-    monkeypatch.setattr(converged, "park", dies_after_the_third_copy)
     out = tmp_path / "cut"
-    with pytest.raises(Killed):
-        converged.train("SASRec", SYNTH, 2020, settings, out=str(out))
-    monkeypatch.setattr(converged, "park", park)
+    killed_in(monkeypatch, lambda: converged.train("SASRec", SYNTH, 2020, settings, out=str(out)),
+              "park", lambda state_dir, target: load_checkpoint(target)["latest"]["epoch"] == 2)
     copy = converged.parked_file(str(out), name)
     parked_state = load_checkpoint(copy)
     assert parked_state["latest"]["epoch"] == 2 and len(parked_state["progress"]["train_seconds"]) == 3
@@ -410,20 +404,9 @@ def test_an_interrupted_refit_resumes_to_the_same_model(tmp_path, monkeypatch):
     whole = converged.refit(str(path), str(tmp_path / "whole"))
     cut_path, _ = session_run(tmp_path, "cut")
 
-    class Killed(Exception):
-        pass
-
-    original = converged.write_json
-
-    def dies_at_the_second_epoch(target, data, **kwargs):
-        original(target, data, **kwargs)
-        if target.endswith("progress.json") and len(data["train_seconds"]) == 2:
-            raise Killed  # after the epoch's time, before its checkpoint
-
-    monkeypatch.setattr(converged, "write_json", dies_at_the_second_epoch)
-    with pytest.raises(Killed):
-        converged.refit(str(cut_path), str(tmp_path / "cut"))
-    monkeypatch.setattr(converged, "write_json", original)
+    # after the second epoch's time, before its checkpoint
+    killed_in(monkeypatch, lambda: converged.refit(str(cut_path), str(tmp_path / "cut")),
+              "write_json", lambda target, data: target.endswith("progress.json") and len(data["train_seconds"]) == 2)
     assert refit_weights(str(tmp_path / "cut"))["epoch"] == 0
     resumed = converged.refit(str(cut_path), str(tmp_path / "cut"))
     assert resumed["test_result_refit"] == whole["test_result_refit"]
@@ -440,20 +423,8 @@ def test_an_interrupted_refit_on_a_new_checkout_resumes_from_its_parked_copy(tmp
     whole = converged.refit(str(path), str(tmp_path / "whole"))
     cut_path, _ = session_run(tmp_path, "cut")
 
-    class Killed(Exception):
-        pass
-
-    park = converged.park
-
-    def dies_after_the_second_copy(state_dir, target):
-        park(state_dir, target)
-        if load_checkpoint(target)["progress"]["train_seconds"][1:]:
-            raise Killed
-
-    monkeypatch.setattr(converged, "park", dies_after_the_second_copy)
-    with pytest.raises(Killed):
-        converged.refit(str(cut_path), str(tmp_path / "cut"))
-    monkeypatch.setattr(converged, "park", park)
+    killed_in(monkeypatch, lambda: converged.refit(str(cut_path), str(tmp_path / "cut")),
+              "park", lambda state_dir, target: len(load_checkpoint(target)["progress"]["train_seconds"]) == 2)
     shutil.rmtree(tmp_path / "cut" / ".state")  # a new checkout: only the parked copy is left
     capsys.readouterr()
     resumed = converged.refit(str(cut_path), str(tmp_path / "cut"))
