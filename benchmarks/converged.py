@@ -648,10 +648,10 @@ def refit(result_path, out=OUT, threads=1):
         write_json(progress_path, {"run": trained_for, "train_seconds": seconds})  # before the checkpoint, as train() does
         return loss
 
-    save_checkpoint = trainer._save_checkpoint
+    save_epoch = trainer._save_checkpoint  # without validation, RecBole's save after every epoch
 
     def save_and_park(*args, **kwargs):
-        save_checkpoint(*args, **kwargs)
+        save_epoch(*args, **kwargs)
         park(state_dir, parked)
 
     trainer._train_epoch, trainer._save_checkpoint = timed_train_epoch, save_and_park
