@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from benchmarks.main_command import parse_output, readme_command
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs=1", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--MAX_ITEM_LIST_LENGTH=10",
         "--train_batch_size=512", "--show_progress=False", "--state=INFO"]
@@ -39,6 +41,13 @@ def test_run_recbole_cli_trains_and_tests(data_root, tmp_path):
     assert "epoch 0 training" in out and "np.float64" not in out and len(out.splitlines()) < 40
     assert out.count("model 'SASRec' is the plugin's implementation; RecBole's built-in one is available as "
                      "'RecBoleSASRec'") == 1
+    # benchmarks.main_command reads the same output (and the README's line) to record the main command
+    parsed = parse_output(out)
+    assert (parsed["epochs_run"], parsed["best_epoch"]) == (1, 0)
+    logged = re.search(r"test result: OrderedDict\((.+)\)", out).group(1)
+    logged = {k: float(v) for k, v in re.findall(r"'(\w+@\d+)', (?:np\.float64\()?([0-9.]+)", logged)}
+    assert "recall@10" in logged and parsed["test_result"] == pytest.approx(logged, abs=5e-5)
+    assert readme_command(open(os.path.join(ROOT, "README.md")).read()).endswith(".venv/bin/python run_recbole.py")
 
 
 def logged_test_metric(log, name="hit@10"):
