@@ -21,6 +21,7 @@ import time
 from benchmarks.harness import BENCHMARKS, REPO, git_commit, now, write_json
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PROGRESS = re.compile(r"\d+%\|")
 
 
 def readme_command(readme):
@@ -53,6 +54,12 @@ def parse_output(text):
             "best_valid_score": float(table.group(1)), "test_result": test}
 
 
+def without_redraws(output):
+    """The output without blank lines and progress-bar redraws (each bar kept once, finished)."""
+    return "\n".join(line for line in output.splitlines()
+                     if line.strip() and (not PROGRESS.search(line) or "100%|" in line)) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=os.path.join(BENCHMARKS, "results", "main_command-cpu.json"))
@@ -72,7 +79,7 @@ def main(argv=None):
         shutil.rmtree(work, ignore_errors=True)
     log_path, output = os.path.splitext(args.out)[0] + ".log", done.stdout + "\n" + done.stderr
     with open(log_path, "w") as f:  # RecBole logs to stderr, run_recbole.py prints its table to stdout
-        f.write(output)
+        f.write(without_redraws(output))
     if done.returncode != 0:
         sys.exit(f"error: the main command failed (exit {done.returncode}); its output is in {log_path}")
     record = {"command": command, "commit": commit, "finished": now(), "cpu_count": os.cpu_count(),
