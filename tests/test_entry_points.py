@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from benchmarks.main_command import parse_output, readme_command
+from benchmarks.main_command import parse_output, readme_command, without_redraws
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--epochs=1", "--hidden_size=16", "--inner_size=32", "--n_layers=1", "--MAX_ITEM_LIST_LENGTH=10",
@@ -48,6 +48,9 @@ def test_run_recbole_cli_trains_and_tests(data_root, tmp_path):
     logged = {k: float(v) for k, v in re.findall(r"'(\w+@\d+)', (?:np\.float64\()?([0-9.]+)", logged)}
     assert "recall@10" in logged and parsed["test_result"] == pytest.approx(logged, abs=5e-5)
     assert readme_command(open(os.path.join(ROOT, "README.md")).read()).endswith(".venv/bin/python run_recbole.py")
+    assert parse_output(without_redraws(out)) == parsed
+    bars = "Train     0:  50%|#  | 1/2\nTrain     0: 100%|## | 2/2\n\nepoch 0 training [time: 1.00s]\n"
+    assert without_redraws(bars) == "Train     0: 100%|## | 2/2\nepoch 0 training [time: 1.00s]\n"
 
 
 def logged_test_metric(log, name="hit@10"):
