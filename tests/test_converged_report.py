@@ -17,7 +17,8 @@ MASAN_2020 = [round(0.05 * (u % 7), 6) for u in USERS]
 LIGHTSANS_2020 = [round(max(0.0, 0.05 * (u % 7) - 0.02 * (u % 3)), 6) for u in USERS]
 
 
-def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7, excluded=None):
+def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7, excluded=None,
+           per_user_excluded=None):
     curve = [{"epoch": e, "score": 0.01 * e if e <= best_epoch else 0.01 * best_epoch - 0.001 * (e - best_epoch),
               "metrics": {}} for e in range(epochs_run)]
     record = {
@@ -34,6 +35,8 @@ def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best
     if excluded:  # (NDCG@10, HR@10) with the user's earlier items scored 0
         record["test_result_history_excluded"] = {"hit@10": excluded[1], "ndcg@10": excluded[0],
                                                   "hit@20": excluded[1] + 0.03, "ndcg@20": excluded[0] + 0.02}
+    if per_user_excluded:
+        record["per_user_ndcg@10_history_excluded"] = {"users": USERS, "ndcg": per_user_excluded}
     return record
 
 
@@ -44,9 +47,12 @@ def setup(tmp_path):
     (results / ".state" / "toyset-MASAN-seed2022").mkdir(parents=True)
     (results / "ml-100k-seed2020").mkdir()  # another harness's folder: not read
     (results / "ml-100k-seed2020" / "stray.json").write_text("{}")
-    runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020, excluded=(0.0400, 0.0700)),
+    # under the papers' protocol the order flips: LightSANs' per-user figures are MASAN's of RecBole's
+    runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020, excluded=(0.0400, 0.0700),
+                   per_user_excluded=LIGHTSANS_2020),
             result("MASAN", 2021, 0.0340, 0.0640, MASAN_2020[::-1], excluded=(0.0460, 0.0760)),
-            result("LightSANs", 2020, 0.0250, 0.0550, LIGHTSANS_2020, excluded=(0.0333, 0.0666)),
+            result("LightSANs", 2020, 0.0250, 0.0550, LIGHTSANS_2020, excluded=(0.0333, 0.0666),
+                   per_user_excluded=MASAN_2020),
             result("MASAN", 2021, 0.0330, 0.0630, LIGHTSANS_2020, label="MASAN-bucketed")]
     for r in runs:
         name = f"toyset-{r.get('label', r['model'])}-seed{r['seed']}.json"
@@ -133,6 +139,20 @@ def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
                                   for m in ("MASAN", "LightSANs")))
     assert tested["p"] == pytest.approx(expected) and tested["n"] == 40
     assert tested["mean_diff"] == pytest.approx(sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40)
+
+
+def test_the_paired_test_runs_again_under_the_papers_protocol(setup):
+    text = generate(setup)
+    recbole, papers = text.split("The same paired test under the papers' protocol")
+    gap = sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40
+    p_value = f"{wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue:.3g}"
+    assert row(recbole, "MASAN | LightSANs").endswith(f"| {gap:+.4f} | {p_value} | difference |")
+    # the per-user figures with earlier items scored 0, where LightSANs is ahead on the same users
+    flipped = row(papers, "MASAN | LightSANs")
+    assert "| 2020 | 40 |" in flipped and f"| {-gap:+.4f} |" in flipped
+    assert f"| {wilcoxon(LIGHTSANS_2020, MASAN_2020).pvalue:.3g} | difference |" in flipped
+    # only pairs whose files both hold those figures: MASAN-bucketed's has none
+    assert "MASAN-bucketed" not in papers.split("\n\n")[1]
 
 
 def test_a_pair_missing_a_side_is_skipped(setup):
