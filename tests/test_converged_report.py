@@ -47,7 +47,7 @@ def setup(tmp_path):
     (results / ".state" / "toyset-MASAN-seed2022").mkdir(parents=True)
     (results / "ml-100k-seed2020").mkdir()  # another harness's folder: not read
     (results / "ml-100k-seed2020" / "stray.json").write_text("{}")
-    # under the papers' protocol the order flips: LightSANs' per-user figures are MASAN's of RecBole's
+    # the papers' protocol flips the order: there each model's per-user NDCG@10 is the other's under RecBole's
     runs = [result("MASAN", 2020, 0.0300, 0.0600, MASAN_2020, excluded=(0.0400, 0.0700),
                    per_user_excluded=LIGHTSANS_2020),
             result("MASAN", 2021, 0.0340, 0.0640, MASAN_2020[::-1], excluded=(0.0460, 0.0760)),
