@@ -18,7 +18,7 @@ and, where published figures were measured with the user's earlier items left ou
 (protocol ``full-loo-history-excluded``: BSARec's code), our figures under that rule
 (``test_result_history_excluded``) in a second pair of tables beside them, and a Wilcoxon
 signed-rank test over the test users' NDCG@10 for each pair of runs of the same seed (MASAN vs
-LightSANs, ASRec vs FEARec, SASRec and SASRec-prefix vs RecBoleSASRec, a variant vs its base model)
+LightSANs, ASRec vs FEARec, SASRec and its variants vs RecBoleSASRec, a variant vs its base model)
 under each protocol the pair's files hold, and
 for runs refitted on training + validation rows (``test_result_refit``) their test figures. Every
 figure in it comes from a result file or from anchors.yaml, or is computed from them.
@@ -40,7 +40,7 @@ BEGIN, END = "<!-- converged:begin -->", "<!-- converged:end -->"
 
 # (ours, reference) compared user by user; a variant is compared with its base model as well
 PAIRS = [("MASAN", "LightSANs"), ("MASAN-bucketed", "LightSANs"), ("ASRec", "FEARec"), ("SASRec", "RecBoleSASRec"),
-         ("SASRec-prefix", "RecBoleSASRec")]
+         ("SASRec-prefix", "RecBoleSASRec"), ("SASRec-b256", "RecBoleSASRec")]
 # the metrics of our tables, in this order, where the results hold them; the published figures
 # of a dataset add their metrics (Diginetica's MRR@20) so that both tables show the same columns
 TABLE_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20", "mrr@10", "mrr@20"]
