@@ -41,7 +41,8 @@ BEGIN, END = "<!-- converged:begin -->", "<!-- converged:end -->"
 # (ours, reference) compared user by user; a variant is compared with its base model as well
 PAIRS = [("MASAN", "LightSANs"), ("MASAN-bucketed", "LightSANs"), ("ASRec", "FEARec"), ("SASRec", "RecBoleSASRec"),
          ("SASRec-prefix", "RecBoleSASRec"), ("SASRec-b256", "RecBoleSASRec"),
-         ("SASRec-b32", "RecBoleSASRec"), ("SASRec-b256-unbucketed", "RecBoleSASRec")]
+         ("SASRec-b32", "RecBoleSASRec"), ("SASRec-b256-unbucketed", "RecBoleSASRec"),
+         ("SASRec-b256-unbucketed", "SASRec-b256")]
 # the metrics of our tables, in this order, where the results hold them; the published figures
 # of a dataset add their metrics (Diginetica's MRR@20) so that both tables show the same columns
 TABLE_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20", "mrr@10", "mrr@20"]
