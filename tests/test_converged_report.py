@@ -164,6 +164,12 @@ def test_a_pair_missing_a_side_is_skipped(setup):
     assert "| MASAN-bucketed | MASAN | 2021 | 40 |" in text
 
 
+def test_a_variant_is_compared_with_its_models_reference_and_with_its_model():
+    pairs = report.pairs_for({"LightSANs": "LightSANs", "MASAN": "MASAN", "MASAN-x": "MASAN", "FEARec": "FEARec"})
+    assert pairs.index(("MASAN", "LightSANs")) + 1 == pairs.index(("MASAN-x", "LightSANs"))
+    assert ("MASAN-x", "MASAN") in pairs and ("MASAN-x", "FEARec") not in pairs
+
+
 def test_the_text_outside_the_markers_is_kept_and_the_curves_are_drawn(setup):
     generate(setup)
     doc = open(setup["doc"]).read()
