@@ -82,11 +82,37 @@ def test_all_position_loss_equals_the_prefix_loss_on_the_same_pairs(tiny_config)
     config, (prefix_train, _, _) = prepare(cfg)
     _, (train, _, _) = prepare(dict(cfg, train_mode="all_positions", train_window_stride=1))
     torch.manual_seed(0)
-    model = get_model("SASRec")(config, prefix_train._dataset).eval()
+    model = get_model("SASRec")(config, train._dataset).eval()
     with torch.no_grad():
         prefix_loss = model.calculate_loss(whole_batch(prefix_train))
         window_loss = model.calculate_loss(whole_batch(train))
     assert window_loss.item() == pytest.approx(prefix_loss.item(), rel=1e-5)
+
+
+def test_per_target_weighting_makes_an_epochs_loss_independent_of_how_batches_group_rows(tiny_config):
+    # length bucketing groups short sequences (few targets) and long ones into separate batches
+    cfg = dict(tiny_config, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, train_mode="all_positions")
+    models = {}
+    for weight in ("per_target", "per_batch"):
+        models[weight], rows = built_model(cfg, all_positions_weight=weight)
+        with torch.no_grad():  # targets of unequal loss, so that their weights show
+            models[weight].item_embedding.weight.normal_(std=1.0, generator=torch.Generator().manual_seed(1))
+        models[weight].eval()
+    half = len(rows) // 2
+    n_targets = (rows[models["per_target"].TARGETS][:2 * half] > 0).sum(1)  # two batches of the same rows, grouped two ways
+    by_length, mixed = n_targets.argsort(), torch.randperm(2 * half, generator=torch.Generator().manual_seed(0))
+    short = rows[by_length[:half]]
+    assert n_targets[by_length[:half]].sum() < n_targets[by_length[half:]].sum()
+    with torch.no_grad():
+        def epoch_loss(order):
+            return sum(models["per_target"].calculate_loss(rows[order[i:i + half]]).item() for i in (0, half))
+        # both equal the summed loss over the rows * the mean targets per row
+        assert epoch_loss(by_length) == pytest.approx(epoch_loss(mixed), rel=1e-4)
+        # the batch mean (per_batch) weighs a short batch's targets more
+        factor = n_targets[by_length[:half]].sum().item() / (half * models["per_target"].targets_per_row)
+        assert factor < 0.9
+        assert models["per_target"].calculate_loss(short).item() == pytest.approx(
+            factor * models["per_batch"].calculate_loss(short).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("model", ["MASAN", "ASRec", "SR-SAN", "LightSANs"])
@@ -194,6 +220,8 @@ def test_unknown_precision_and_loss_are_named(tiny_config):
         built_model(tiny_config, mixed_precision="fp8")
     with pytest.raises(ValueError, match="ssm_sampler 'popular' is not one of"):
         built_model(tiny_config, loss_type="SSM", ssm_sampler="popular")
+    with pytest.raises(ValueError, match="all_positions_weight 'per_user' is not one of"):
+        built_model(tiny_config, all_positions_weight="per_user")
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from torch import nn
 from masan_recbole.registry import shadow_note
 
 LOSSES = ("CE", "BPR", "SSM")
+ALL_POSITIONS_WEIGHTS = ("per_target", "per_batch")
 SSM_SAMPLERS = ("uniform", "in_batch")
 PRECISIONS = ("auto", "bf16", "off")
 SSM_CORRECTION = "-log(K q) on negatives"  # the logQ correction of sampled_softmax, named in result files
@@ -52,6 +53,7 @@ class ItemScoringRecommender(SequentialRecommender):
             raise ValueError(f"loss_type '{self.loss_type}' is not one of {list(LOSSES)}")
         self.loss_fct = BPRLoss() if self.loss_type == "BPR" else nn.CrossEntropyLoss()
         self.TARGETS = targets_field(config)
+        self.init_all_positions_weight(config, dataset)
         if self.loss_type == "SSM":
             self.init_sampled_softmax(config, dataset)
         self.autocast_dtype = self.pick_precision(config)
@@ -87,6 +89,15 @@ class ItemScoringRecommender(SequentialRecommender):
         if with_positions:
             x = x + self.position_embedding(torch.arange(item_seq.size(1), device=item_seq.device))
         return self.dropout(self.LayerNorm(x))
+
+    def init_all_positions_weight(self, config, dataset):
+        self.all_positions_weight = config["all_positions_weight"] or "per_target"  # None: outside the plugin's configs
+        if self.all_positions_weight not in ALL_POSITIONS_WEIGHTS:
+            raise ValueError(f"all_positions_weight '{self.all_positions_weight}' is not one of "
+                             f"{list(ALL_POSITIONS_WEIGHTS)}")
+        # the training rows' mean number of targets: a batch of B rows counts as B * this many targets
+        feat = dataset.inter_feat
+        self.targets_per_row = (feat[self.TARGETS] > 0).sum().item() / len(feat) if self.TARGETS in feat else None
 
     def init_sampled_softmax(self, config, dataset):
         self.ssm_num_negatives = config["ssm_num_negatives"]
@@ -136,12 +147,23 @@ class ItemScoringRecommender(SequentialRecommender):
                 targets = interaction[self.TARGETS]  # [B,L]
                 counted = targets > 0
                 states = self.encode(item_seq, interaction[self.ITEM_SEQ_LEN])[counted]  # [P,d]
-                pos_items, neg_items = targets[counted], None
-            else:
-                states = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B,d]
-                pos_items = interaction[self.POS_ITEM_ID]
-                neg_items = interaction[self.NEG_ITEM_ID] if self.loss_type == "BPR" else None
+                return self.item_loss(states, targets[counted]) * self.all_positions_scale(len(states), len(targets))
+            states = self.forward(item_seq, interaction[self.ITEM_SEQ_LEN])  # [B,d]
+            pos_items = interaction[self.POS_ITEM_ID]
+            neg_items = interaction[self.NEG_ITEM_ID] if self.loss_type == "BPR" else None
             return self.item_loss(states, pos_items, neg_items)
+
+    def all_positions_scale(self, n_targets, n_rows):
+        """Factor on an all-position batch's mean loss. per_target turns it into the batch's summed loss over
+        n_rows * (the training rows' mean targets), a constant per batch size: every target of an epoch then
+        weighs the same, as in prefix training. The plain mean would weigh a target by 1 / its batch's count,
+        and length-bucketed batches of short sequences hold up to L times fewer targets than long ones."""
+        if self.all_positions_weight == "per_batch":
+            return 1.0
+        if self.targets_per_row is None:
+            raise ValueError("all-position batches reached a model built on a training set without targets; "
+                             "build the model on the all-position training loader's dataset (train_data._dataset)")
+        return n_targets / (n_rows * self.targets_per_row)
 
     def item_loss(self, states, pos_items, neg_items=None):
         """Loss of states [P,d] whose next items are ``pos_items`` [P]."""
