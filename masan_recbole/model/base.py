@@ -36,7 +36,8 @@ class ItemScoringRecommender(SequentialRecommender):
     set ``causal = True``, which lets them train with ``train_mode: all_positions``.
 
     Config keys (defaults in ``configs/overall.yaml``): ``loss_type`` CE | BPR | SSM;
-    ``ssm_num_negatives``, ``ssm_sampler`` (uniform | in_batch); ``mixed_precision``
+    ``ssm_num_negatives``, ``ssm_sampler`` (uniform | in_batch); ``all_positions_weight``
+    (per_target | per_batch, see :meth:`all_positions_scale`); ``mixed_precision``
     (auto: bf16 on a CUDA device that supports it, fp32 elsewhere | bf16 | off);
     ``compile`` (wrap ``forward``/``encode`` in ``torch.compile``).
     """
