@@ -96,9 +96,11 @@ class ItemScoringRecommender(SequentialRecommender):
         if self.all_positions_weight not in ALL_POSITIONS_WEIGHTS:
             raise ValueError(f"all_positions_weight '{self.all_positions_weight}' is not one of "
                              f"{list(ALL_POSITIONS_WEIGHTS)}")
-        # the training rows' mean number of targets: a batch of B rows counts as B * this many targets
-        feat = dataset.inter_feat
-        self.targets_per_row = (feat[self.TARGETS] > 0).sum().item() / len(feat) if self.TARGETS in feat else None
+        # the training rows' mean number of targets: a batch of B rows counts as B * this many targets;
+        # None on a prefix training set (or a stand-in dataset that only counts items)
+        feat = getattr(dataset, "inter_feat", None)
+        has_targets = feat is not None and self.TARGETS in feat
+        self.targets_per_row = (feat[self.TARGETS] > 0).sum().item() / len(feat) if has_targets else None
 
     def init_sampled_softmax(self, config, dataset):
         self.ssm_num_negatives = config["ssm_num_negatives"]
