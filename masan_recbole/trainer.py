@@ -141,14 +141,15 @@ RESUME_MAY_CHANGE = {"checkpoint_file", "checkpoint_dir", "device", "gpu_id", "u
 
 
 def warn_changed_settings(trainer, saved, resume_file):
-    """A run resumed under other settings (a changed default, another command line) goes on with
-    them; say which, so that a different computation is never silent. Plain values only: the
-    checkpoint's lists and dicts are encoded and would compare unequal for no reason."""
+    """A run resumed under other settings (a changed default, a setting added since the checkpoint,
+    another command line) goes on with them; say which, so that a different computation is never
+    silent. Plain values only: the checkpoint's lists and dicts are encoded and would compare
+    unequal for no reason. A setting the checkpoint lacks counts as None there."""
     now = trainer.config.final_config_dict
     plain = (bool, int, float, str, type(None))
-    changed = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved)
-               if k in now and k not in RESUME_MAY_CHANGE and isinstance(saved[k], plain)
-               and isinstance(now[k], plain) and saved[k] != now[k]]
+    changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now)
+               if k not in RESUME_MAY_CHANGE and isinstance(saved.get(k), plain)
+               and isinstance(now[k], plain) and saved.get(k) != now[k]]
     if changed:
         trainer.logger.warning(f"resuming {resume_file} with settings that differ from the ones it was trained "
                                f"with ({'; '.join(changed)}); the run goes on with the new ones")

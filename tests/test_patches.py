@@ -357,6 +357,21 @@ def test_resuming_under_other_settings_names_them(tiny_config, tmp_path, caplog)
     assert "hidden_dropout_prob: 0.1 -> 0.3" in caplog.text and "train_mode: 'prefix' -> 'all_positions'" in caplog.text
 
 
+def test_resuming_a_checkpoint_from_before_a_setting_existed_names_it(tiny_config, tmp_path, caplog):
+    first = _trainer_after_one_epoch(tiny_config, "SASRec")
+    path = str(tmp_path / "run.pth")
+    first._save_checkpoint(0, verbose=False, saved_model_file=path)
+    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(path)
+    del state["config"]["all_positions_weight"]  # as written before the setting existed
+    save_checkpoint({k: v for k, v in state.items() if k != "checksum"}, path)
+    later = _trainer_after_one_epoch(tiny_config, "SASRec", epochs=9)
+    with caplog.at_level("WARNING"):
+        later.resume_checkpoint(path)
+    assert "all_positions_weight: None -> 'per_target'" in caplog.text
+
+
 def test_fused_optimizer_leaves_other_learners_alone(tiny_config):
     sgd = _trainer_after_one_epoch(tiny_config, "SASRec", learner="sgd")
     assert type(sgd.optimizer) is torch.optim.SGD and not sgd.optimizer.param_groups[0].get("fused")
