@@ -173,7 +173,8 @@ def read_search_space(path):
     return space
 
 
-RAY_FLAGS = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha", "storage_path")
+RAY_FLAGS = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha", "storage_path",
+             "search_seed", "grace_period", "trials_file", "resume")
 HYPEROPT_FLAGS = ("algo", "max_evals", "early_stop")
 
 
@@ -205,7 +206,15 @@ def main_hyper(argv):
                            "default: a local Ray")
     ray_flags.add_argument("--asha", action="store_true", default=None,
                            help="stop weak trials early (ASHA on the validation metric, checked every validation)")
+    ray_flags.add_argument("--grace_period", type=int, default=None,
+                           help="--asha: epochs every trial runs before ASHA may stop it (default 1)")
     ray_flags.add_argument("--storage_path", default=None, help=f"Ray's experiment folders (default {tuning.DEFAULT_STORAGE})")
+    ray_flags.add_argument("--search_seed", type=int, default=None,
+                           help="seed of the trials' settings: the same seed draws the same trials (default 0)")
+    ray_flags.add_argument("--trials_file", default=None,
+                           help="JSON lines, one per ended trial: settings, validation curve, epochs, CPU seconds")
+    ray_flags.add_argument("--resume", action="store_true", default=None,
+                           help="go on with the search recorded in --trials_file: only the trials it lacks run")
     sys.argv = [sys.argv[0], *argv]
     args = _hand_rest_to_recbole(parser)
     other = HYPEROPT_FLAGS if args.tool == "ray" else RAY_FLAGS
@@ -231,7 +240,7 @@ def _search_with_hyperopt(args, params):
         pass  # starts the results file empty; each trial is appended as it finishes
 
     def objective(config_dict, config_file_list):
-        result = objective_function({**fixed, **config_dict}, config_file_list)
+        result = objective_function({**fixed, **tuning.flatten_bundles(config_dict)}, config_file_list)
         result.update(best_valid_score=float(result["best_valid_score"]),
                       best_valid_result=tuning.plain(result["best_valid_result"]),
                       test_result=tuning.plain(result["test_result"]))

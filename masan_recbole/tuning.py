@@ -5,11 +5,19 @@ process; ASHA can stop the weak ones early on the validation metric, which each 
 after every validation. RecBole's own Ray path is not used: it asks one GPU and five samples
 per search whatever the flags say. ray is imported only when a search starts, so this module
 (and the results format it shares with the hyperopt path) loads without it.
+
+A search draws its ``num_samples`` settings up front from ``search_seed``, so the same command
+draws the same trials. With a trials file each trial that ends is appended to it as one line of
+JSON (its settings, validation curve, epochs, CPU seconds, test result); ``resume`` reads it back,
+runs only the trials it lacks, and gives ASHA the recorded curves, so a search stopped part-way
+goes on where it stopped. A trial that was running when the search stopped starts again.
 """
 
+import json
 import math
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -73,6 +81,87 @@ def ray_search_space(params_dict):
     return space
 
 
+def draw_samples(space, num_samples, seed):
+    """``num_samples`` settings drawn from a Ray search space, one at a time (as Ray draws them)
+    from a generator seeded with ``seed``: the same seed draws the same trials."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(num_samples):
+        drawn = {name: domain.sample(random_state=rng) for name, domain in space.items()}
+        samples.append({name: value.item() if hasattr(value, "item") else value for name, value in drawn.items()})
+    return samples
+
+
+def flatten_bundles(params):
+    """A ``choice`` whose values are dicts chooses several settings at once (settings that only
+    make sense together, such as ``attn_padding_mask`` with ``length_bucketing``): the chosen dict's
+    keys are set, the choice's own name is not."""
+    flat = {}
+    for name, value in params.items():
+        if isinstance(value, dict):
+            flat.update(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def code_version():
+    """The commit the package was loaded from, with ``-dirty`` for uncommitted changes; None
+    outside a git work tree (an installed wheel)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) if commit else None
+
+
+def read_trials(path, search_key):
+    """The trials recorded in ``path`` for the search ``search_key``, by sample index. A file of
+    another search (other model, space, seed, budget...) is refused rather than mixed in."""
+    records = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                sample = int(record["sample"])
+                recorded_search = record["search"]
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"{path}, line {lineno}: not a trial record of run_hyper.py --tool ray; "
+                                 "give another --trials_file") from None
+            if recorded_search != search_key:
+                differ = sorted(k for k in set(search_key) | set(recorded_search)
+                                if search_key.get(k) != recorded_search.get(k))
+                raise ValueError(f"{path} records another search (it differs in {', '.join(differ)}); "
+                                 "resume it with its own settings or give another --trials_file")
+            records[sample] = record
+    return records
+
+
+def prime_asha(scheduler, records, metric_sign):
+    """Replays recorded validation curves into ASHA's rungs, as if those trials had just run:
+    the trials still to run are then cut against them. Needs ASHA's bracket bookkeeping
+    (``_brackets``, ``_Bracket.on_result``), present in ray 2.6.3 to 2.5x; returns False where
+    it is missing, and the search then cuts only against its own new trials."""
+    import types
+
+    brackets = getattr(scheduler, "_brackets", None)
+    if not brackets or not hasattr(brackets[0], "on_result"):
+        return False
+    for sample, record in sorted(records.items()):
+        stand_in = types.SimpleNamespace(trial_id=f"recorded_{sample}")
+        for epoch, score in enumerate(record.get("valid_curve") or [], start=1):
+            brackets[0].on_result(stand_in, epoch, metric_sign * score)
+    return True
+
+
 def _prepare_worker():
     """Ray's worker_process_setup_hook: runs first in every worker of the search. Ray loads it by
     reference, which imports this module and so first its package: masan_recbole/__init__
@@ -105,25 +194,37 @@ def start_ray(address=None, num_cpus=None):
     return True
 
 
-def _trial(params, job):
+def _reporter():
+    """Tune's per-trial report: ``tune.report(metrics)`` in current ray, ``ray.air.session.report``
+    in ray 2.6.3 (whose ``tune.report`` is the older keyword form)."""
+    from ray import tune
+
+    if hasattr(tune, "get_context"):
+        return tune.report
+    from ray.air import session
+
+    return session.report
+
+
+def _trial(config, job):
     """One trial, in a Ray worker whose working directory is the trial's folder (so RecBole's
     log/ and saved/ of the trial land there). Reports after every validation, then once more
     with the test result."""
     import ray
     import recbole.data
     import torch
-    from ray.air import session
     from recbole.config import Config
     from recbole.utils import get_trainer, init_logger, init_seed
 
     from masan_recbole.registry import get_model
 
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
+    report = _reporter()
     # as many threads as Ray reserved CPUs: torch would take every core of the host, per trial
     torch.set_num_threads(max(1, math.floor(job["cpus_per_trial"])))
     sys.argv = sys.argv[:1]  # a Ray worker's argv holds Ray's own --key=value flags, not RecBole settings
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # Ray's choice: RecBole's gpu_id default would move it
-    settings = {k: v.item() if hasattr(v, "item") else v for k, v in params.items()}  # numpy scalars -> plain
+    settings = flatten_bundles(job["samples"][config["sample"]])
     config = Config(model=job["model"], dataset=job["dataset"], config_file_list=job["config_files"],
                     config_dict={**job["config_dict"], **settings, "gpu_id": gpus, "device": "cuda" if gpus else "cpu"})
     init_seed(config["seed"], config["reproducibility"])
@@ -133,48 +234,81 @@ def _trial(params, job):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    epoch = 0
+    curve = []
+
+    def progress():
+        return {"epoch": len(curve), "valid_curve": list(curve), "best_valid_result": plain(trainer.best_valid_result),
+                "cpu_seconds": time.process_time() - cpu_start, "trial_start": start}
 
     def report_validation(epoch_idx, valid_score):
-        nonlocal epoch
-        epoch = epoch_idx + 1
-        session.report({"valid_score": float(valid_score), "epoch": epoch,
-                        "best_valid_result": plain(trainer.best_valid_result)})
+        curve.append(float(valid_score))
+        report({"valid_score": float(valid_score), **progress()})
 
     best_score, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=True,
                                          callback_fn=report_validation)
     test_result = trainer.evaluate(test_data, load_best_model=True)
-    session.report({"valid_score": float(best_score), "epoch": epoch, "best_valid_result": plain(best_valid),
-                    "test_result": plain(test_result), "trial_start": start, "trial_end": time.time()})
+    report({**progress(), "valid_score": float(best_score), "best_valid_result": plain(best_valid),
+            "test_result": plain(test_result), "trial_end": time.time(), "cpu_seconds": time.process_time() - cpu_start})
 
 
-def _entry(trial, settings):
-    result = trial.last_result or {}
-    test = result.get("test_result")
+def trial_record(sample, params, search_key, result, status, error=None):
+    """One line of the trials file: what a trial was given and what it did."""
+    result = result or {}
+    curve = result.get("valid_curve") or []
+    record = {"sample": sample, "params": params, "status": status,
+              "epochs": len(curve), "valid_curve": curve,
+              "best_valid_score": max(curve) if curve and search_key["mode"] == "max" else min(curve) if curve else None,
+              "best_valid_result": result.get("best_valid_result"), "test_result": result.get("test_result"),
+              "cpu_seconds": round(result.get("cpu_seconds", 0.0), 1),
+              "wall_seconds": round(result["trial_end"] - result["trial_start"], 1)
+              if "trial_end" in result else None,
+              "code": code_version(), "search": search_key}
+    if "test_result" in result:
+        record["best_valid_score"] = result["valid_score"]
+    if error:
+        record["error"] = error
+    return record
+
+
+def _entry(record):
+    test = record.get("test_result")
     if test is None:
-        test = f"not tested: stopped by ASHA after epoch {result.get('epoch', 0)}"
-    return results_entry({k: trial.config[k] for k in settings}, result.get("best_valid_result"), test)
+        test = record.get("error") or f"not tested: stopped by ASHA after epoch {record['epochs']}"
+    return results_entry(record["params"], record.get("best_valid_result"), test)
 
 
-def _results_writer(tune, output_file, settings):
-    class AppendEachTrial(tune.Callback):
-        """Appends each trial to the results file as it ends (in the driver, so workers on other
-        hosts need no access to it): an interrupted search keeps what it found."""
+def _trial_logger(tune, job, search_key, trials_file, records):
+    class RecordEachTrial(tune.Callback):
+        """Records each trial as it ends (in the driver, so workers on other hosts need no access
+        to the files): an interrupted search keeps what it found, and resumes from it."""
+
+        def _record(self, trial, status, error=None):
+            sample = trial.config["sample"]
+            record = trial_record(sample, job["samples"][sample], search_key, trial.last_result, status, error)
+            records[sample] = record
+            if trials_file:
+                with open(trials_file, "a") as f:
+                    f.write(json.dumps(record) + "\n")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            with open(output_file, "a") as f:
-                f.write(_entry(trial, settings))
+            tested = "test_result" in (trial.last_result or {})
+            self._record(trial, "tested" if tested else "stopped")
 
-    return AppendEachTrial()
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._record(trial, "error", f"failed: {_trial_error(getattr(trial, 'error_file', None))}")
+
+    return RecordEachTrial()
 
 
 def search(model, dataset, params_dict, output_file, config_files=None, num_samples=10, max_concurrent=None,
            cpus_per_trial=1, gpus_per_trial=0, address=None, asha=False, storage_path=DEFAULT_STORAGE,
-           num_cpus=None):
-    """Search ``params_dict`` with ``num_samples`` trials on Ray Tune; ``--key=value`` settings in
-    ``sys.argv`` apply to every trial, as in the hyperopt path. ``num_cpus`` caps a local Ray
-    (default: every core). Writes ``output_file`` in RecBole's format and returns Ray's
-    ``ExperimentAnalysis``."""
+           num_cpus=None, search_seed=0, grace_period=1, trials_file=None, resume=False):
+    """Search ``params_dict`` with ``num_samples`` trials drawn from ``search_seed`` on Ray Tune;
+    ``--key=value`` settings in ``sys.argv`` apply to every trial, as in the hyperopt path.
+    ``num_cpus`` caps a local Ray (default: every core). ASHA stops trials at rungs from
+    ``grace_period`` epochs to ``epochs``. Writes ``output_file`` in RecBole's format and, with
+    ``trials_file``, one JSON line per trial; ``resume`` runs only the trials that file lacks.
+    Returns the trial records by sample index."""
     tune = _tune()
     from recbole.config import Config
 
@@ -187,6 +321,13 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise ValueError(f"--cpus_per_trial must be above 0 and --gpus_per_trial at least 0, "
                          f"got {cpus_per_trial} and {gpus_per_trial}")
+    if grace_period < 1:
+        raise ValueError(f"--grace_period must be at least 1 epoch, got {grace_period}")
+    if resume and not trials_file:
+        raise ValueError("--resume needs --trials_file, the file the search recorded its trials in")
+    if trials_file and not resume and os.path.exists(trials_file) and os.path.getsize(trials_file):
+        raise ValueError(f"{trials_file} already records trials; add --resume to go on with that search, "
+                         "or give another --trials_file")
     space = ray_search_space(params_dict)
     config_files = [os.path.abspath(f) for f in config_files or []]
     # Checked here, once, so that a bad setting is one line rather than a failure in every trial.
@@ -198,58 +339,76 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
         if key in given:
             raise ValueError(f"--{key} is not used with --tool ray: Ray places each trial; "
                              "use --gpus_per_trial to give trials a GPU")
-    both = sorted(set(space) & set(given))
+    searched = set(space) | {k for values in params_dict.get("choice", {}).values()
+                             for v in values if isinstance(v, dict) for k in v}
+    both = sorted(searched & set(given))
     if both:
         raise ValueError(f"{', '.join(both)} set on the command line and searched by the params file; drop one")
+    mode = "max" if config["valid_metric_bigger"] else "min"
+    samples = draw_samples(space, num_samples, search_seed)
+    # What makes two runs the same search: a trials file is resumed only by the search that wrote it.
+    search_key = {"model": model, "dataset": dataset, "params": params_dict, "search_seed": search_seed,
+                  "num_samples": num_samples, "asha": bool(asha), "grace_period": grace_period,
+                  "max_epochs": config["epochs"], "valid_metric": config["valid_metric"], "mode": mode,
+                  "settings": {k: v for k, v in sorted(given.items())},
+                  "config_files": [os.path.basename(f) for f in config_files]}
+    search_key = json.loads(json.dumps(search_key, default=str))  # as it reads back from the file
+    records = read_trials(trials_file, search_key) if resume and os.path.exists(trials_file) else {}
+    todo = [i for i in range(num_samples) if i not in records]
     job = {"model": model, "dataset": dataset, "config_files": config_files, "cpus_per_trial": cpus_per_trial,
+           "samples": samples,
            # trials run in their own folder: the dataset's root is passed as an absolute path
            "config_dict": {**given, "data_path": os.path.dirname(os.path.abspath(config["data_path"]))}}
-    mode = "max" if config["valid_metric_bigger"] else "min"
     scheduler = None
     if asha:
         # the trial's own epochs end it (stop_last_trials=False), so a trial ASHA keeps is always tested
         from ray.tune.schedulers import ASHAScheduler
 
         scheduler = ASHAScheduler(time_attr="epoch", max_t=max(1, config["epochs"]),
-                                  grace_period=1, stop_last_trials=False)
+                                  grace_period=grace_period, stop_last_trials=False)
+        if records and not prime_asha(scheduler, records, 1 if mode == "max" else -1):
+            print("this ray's ASHA cannot be given the recorded trials: the rest are cut among themselves",
+                  file=sys.stderr)
     storage_path = os.path.abspath(storage_path)
     name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with write_atomic(output_file):
-        pass  # starts the results file empty; each trial is appended as it ends
+    with write_atomic(output_file) as f:  # each trial is appended as it ends
+        f.writelines(_entry(records[i]) for i in sorted(records))
+    if records:
+        print(f"{trials_file}: {len(records)} of {num_samples} trials recorded; {len(todo)} to run")
+    if todo:
+        started = start_ray(address, num_cpus)
+        try:
+            print(f"Ray Tune: {len(todo)} trials of {model} on {dataset}, valid metric {config['valid_metric']} "
+                  f"({mode}); experiment folder {os.path.join(storage_path, name)}")
+            tune.run(
+                tune.with_parameters(_trial, job=job), name=name, config={"sample": tune.grid_search(todo)},
+                resources_per_trial={"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+                max_concurrent_trials=max_concurrent, scheduler=scheduler,
+                metric="valid_score", mode=mode,
+                storage_path=storage_path, callbacks=[_trial_logger(tune, job, search_key, trials_file, records)],
+                reuse_actors=False,  # a fresh process per trial: RecBole keeps global state (seeds, loggers)
+                raise_on_failed_trial=False, verbose=1)
+        finally:
+            if started:
+                import ray
 
-    started = start_ray(address, num_cpus)
-    try:
-        print(f"Ray Tune: {num_samples} trials of {model} on {dataset}, valid metric {config['valid_metric']} "
-              f"({mode}); experiment folder {os.path.join(storage_path, name)}")
-        analysis = tune.run(
-            tune.with_parameters(_trial, job=job), name=name, config=space, num_samples=num_samples,
-            resources_per_trial={"cpu": cpus_per_trial, "gpu": gpus_per_trial},
-            max_concurrent_trials=max_concurrent, scheduler=scheduler, metric="valid_score", mode=mode,
-            storage_path=storage_path, callbacks=[_results_writer(tune, output_file, space)],
-            reuse_actors=False,  # a fresh process per trial: RecBole keeps global state (seeds, loggers)
-            raise_on_failed_trial=False, verbose=1)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    trials = sorted(analysis.trials, key=lambda t: t.trial_id)
-    ended = [t for t in trials if t.status == "TERMINATED"]
+                ray.shutdown()
     with write_atomic(output_file) as f:  # RecBole's order: trial by trial
-        f.writelines(_entry(t, space) for t in ended)
-    failed = [t for t in trials if t.status == "ERROR"]
-    for t in failed:
-        print(f"trial {t.trial_id} failed: {t.error_file}", file=sys.stderr)
-    if failed and not ended:
-        raise ValueError(f"every trial failed; the first one's error: {_trial_error(failed[0].error_file)} "
+        f.writelines(_entry(records[i]) for i in sorted(records))
+    failed = [r for r in records.values() if r["status"] == "error"]
+    for r in failed:
+        print(f"trial {r['sample']} {r['error']}", file=sys.stderr)
+    if failed and len(failed) == len(records):
+        raise ValueError(f"every trial failed; the first one {failed[0]['error']} "
                          f"(all in {os.path.join(storage_path, name)})")
-    tested = [t for t in ended if "test_result" in t.last_result]
+    tested = [r for r in records.values() if r["status"] == "tested"]
     if tested:
-        best = (max if mode == "max" else min)(tested, key=lambda t: t.last_result["valid_score"])
-        print("best params:", {k: best.config[k] for k in space})
-        print("best result:", {k: best.last_result[k] for k in ("valid_score", "best_valid_result", "test_result")})
-    print(f"results: {output_file}; Ray's records of each trial: {os.path.join(storage_path, name)}")
-    return analysis
+        best = (max if mode == "max" else min)(tested, key=lambda r: r["best_valid_score"])
+        print("best params:", best["params"])
+        print("best result:", {k: best[k] for k in ("best_valid_score", "best_valid_result", "test_result")})
+    print(f"results: {output_file}" + (f"; trial records: {trials_file}" if trials_file else "")
+          + f"; Ray's records of each trial: {os.path.join(storage_path, name)}")
+    return records
 
 
 def _trial_error(path):

@@ -1,0 +1,95 @@
+"""Run the tuned searches of benchmarks/searches.yaml with run_hyper.py --tool ray, each from a
+clone of this repository at one commit, so that work on the code meanwhile changes no search.
+
+    python -m benchmarks.searches --dataset lastfm [--models MASAN SASRec] [--commit HEAD]
+                                  [--max_concurrent 2] [--address auto]
+
+Each search records its trials in benchmarks/results/tuning/<dataset>-<Model>.jsonl of this
+checkout (one JSON line per ended trial, the clone's commit in each). Run again, the command goes
+on with every search that has fewer trials than the budget (run_hyper.py --resume) and skips the
+finished ones. The clone lives under --workdir with a link to this checkout's dataset/.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MATRIX = os.path.join(REPO, "benchmarks", "searches.yaml")
+TRIALS = os.path.join(REPO, "benchmarks", "results", "tuning")
+
+
+def clone_at(commit, workdir):
+    """A clone of this repository at ``commit`` (made once), with this checkout's dataset/."""
+    sha = subprocess.run(["git", "-C", REPO, "rev-parse", commit], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    path = os.path.join(workdir, sha[:12])
+    if not os.path.isdir(path):
+        subprocess.run(["git", "clone", "--quiet", "--no-checkout", REPO, path], check=True)
+        subprocess.run(["git", "-C", path, "checkout", "--quiet", "--detach", sha], check=True)
+        os.symlink(os.path.join(REPO, "dataset"), os.path.join(path, "dataset"))
+    return path
+
+
+def recorded(path):
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def search_command(clone, dataset, model, budget, trials_file, max_concurrent, address):
+    command = [sys.executable, os.path.join(clone, "run_hyper.py"), "--tool", "ray", f"--model={model}",
+               f"--dataset={dataset}", f"--params_file={os.path.join(clone, 'configs', 'hyper', 'tuned', model + '.test')}",
+               # the data config named for every model, RecBole's included
+               f"--config_files={os.path.join(clone, 'configs', 'dataset', dataset + '.yaml')}",
+               "--num_samples", str(budget["num_samples"]), "--search_seed", str(budget["search_seed"]),
+               "--asha", "--grace_period", str(budget["grace_period"]), "--cpus_per_trial", "1",
+               "--max_concurrent", str(max_concurrent), "--trials_file", trials_file,
+               "--output_file", os.path.join(clone, f"hyper_result-{dataset}-{model}.txt"),
+               "--storage_path", os.path.join(clone, "saved", "ray"),
+               f"--epochs={budget['epochs']}", f"--stopping_step={budget['stopping_step']}", f"--seed={budget['seed']}"]
+    if recorded(trials_file):
+        command.append("--resume")
+    if address:
+        command += ["--address", address]
+    return command
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--models", nargs="*", default=None, help="default: the dataset's list in searches.yaml")
+    parser.add_argument("--commit", default="HEAD", help="the commit every search of this call runs at")
+    parser.add_argument("--workdir", default=os.path.join(os.path.dirname(REPO), "searches"))
+    parser.add_argument("--max_concurrent", type=int, default=2)
+    parser.add_argument("--address", default=None, help="a running Ray (auto: the one on this host)")
+    args = parser.parse_args(argv)
+    with open(MATRIX) as f:
+        matrix = yaml.safe_load(f)
+    budget = matrix["budget"]
+    if args.dataset not in matrix["datasets"]:
+        raise SystemExit(f"error: {args.dataset} is not in {MATRIX}; datasets there: {', '.join(matrix['datasets'])}")
+    models = args.models or matrix["datasets"][args.dataset]
+    clone = clone_at(args.commit, args.workdir)
+    os.makedirs(TRIALS, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": clone, "OMP_NUM_THREADS": "1"}
+    for model in models:
+        trials_file = os.path.join(TRIALS, f"{args.dataset}-{model}.jsonl")
+        done = recorded(trials_file)
+        if done >= budget["num_samples"]:
+            print(f"{args.dataset} {model}: {done} trials recorded, finished")
+            continue
+        command = search_command(clone, args.dataset, model, budget, trials_file, args.max_concurrent, args.address)
+        print(f"{args.dataset} {model}: {done} of {budget['num_samples']} trials recorded; running\n  "
+              + " ".join(command), flush=True)
+        subprocess.run(command, cwd=clone, env=env, check=False)
+    print(json.dumps({m: recorded(os.path.join(TRIALS, f"{args.dataset}-{m}.jsonl")) for m in models}))
+
+
+if __name__ == "__main__":
+    main()
