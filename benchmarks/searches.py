@@ -7,7 +7,7 @@ clone of this repository at one commit, so that work on the code meanwhile chang
 Each search records its trials in benchmarks/results/tuning/<dataset>-<Model>.jsonl of this
 checkout (one JSON line per ended trial, the clone's commit in each). Run again, the command goes
 on with every search that has fewer trials than the budget (run_hyper.py --resume) and skips the
-finished ones. The clone lives under --workdir with a link to this checkout's dataset/.
+finished ones. The clone lives under --workdir with links to this checkout's datasets.
 """
 
 import argparse
@@ -24,14 +24,17 @@ TRIALS = os.path.join(REPO, "benchmarks", "results", "tuning")
 
 
 def clone_at(commit, workdir):
-    """A clone of this repository at ``commit`` (made once), with this checkout's dataset/."""
+    """A clone of this repository at ``commit`` (made once), with links to this checkout's datasets."""
     sha = subprocess.run(["git", "-C", REPO, "rev-parse", commit], capture_output=True, text=True,
                          check=True).stdout.strip()
     path = os.path.join(workdir, sha[:12])
     if not os.path.isdir(path):
         subprocess.run(["git", "clone", "--quiet", "--no-checkout", REPO, path], check=True)
         subprocess.run(["git", "-C", path, "checkout", "--quiet", "--detach", sha], check=True)
-        os.symlink(os.path.join(REPO, "dataset"), os.path.join(path, "dataset"))
+    for name in os.listdir(os.path.join(REPO, "dataset")):
+        source, link = os.path.join(REPO, "dataset", name), os.path.join(path, "dataset", name)
+        if os.path.isdir(source) and not os.path.lexists(link):
+            os.symlink(source, link)
     return path
 
 
