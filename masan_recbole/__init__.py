@@ -5,7 +5,17 @@ on today's numpy/pandas/torch, and the plugin's features installed in RecBole's 
 and registers the plugin's models (:mod:`masan_recbole.model`).
 """
 
-from masan_recbole import patches
+import sys
+
+try:
+    import recbole  # noqa: F401
+except ImportError:
+    # From Python 3.12 RecBole 1.2.1 installs only without its ray pin (README, Set-up).
+    _NO_DEPS = "--no-deps " if sys.version_info >= (3, 12) else ""
+    raise ImportError(f"masan_recbole needs RecBole 1.2.1, which is not installed: pip install {_NO_DEPS}recbole==1.2.1"
+                      ) from None
+
+from masan_recbole import patches  # noqa: E402
 
 patches.apply()
 

@@ -40,12 +40,20 @@ def plain(result):
     return {k: float(v) for k, v in (result or {}).items()}
 
 
+def ray_install_hint():
+    """The install that gives this Python a ray that Tune searches run on: RecBole 1.2.1's
+    ray 2.6.3 up to Python 3.11 (its last wheels), a current ray[tune] from 3.12."""
+    if sys.version_info < (3, 12):
+        return "pip install 'ray==2.6.3'"
+    return "pip install 'ray[tune]>=2.45'"
+
+
 def _tune():
     try:
         from ray import tune
         from ray.tune import Callback  # noqa: F401  (absent from the stand-in of the ray_optional patch)
     except ImportError:
-        raise ValueError("--tool ray needs ray: pip install 'ray==2.6.3' (or use --tool hyperopt)") from None
+        raise ValueError(f"--tool ray needs ray: {ray_install_hint()} (or use --tool hyperopt)") from None
     return tune
 
 
@@ -189,7 +197,8 @@ def start_ray(address=None, num_cpus=None):
         os.environ.setdefault("RAY_worker_niceness", "0")
     # Workers' own output stays in the trials' folders (RecBole's log/, Ray's error.txt): printed
     # here, two trials' epoch logs would interleave with Ray's status tables.
-    ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+    # "local": a Ray of its own even where another runs on this host (ray.init would join that one)
+    ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"worker_process_setup_hook": _prepare_worker})
     return True
 
@@ -220,6 +229,11 @@ def _trial(config, job):
 
     start, cpu_start = time.time(), time.process_time()
     report = _reporter()
+    from ray import tune
+
+    if hasattr(tune, "get_context"):
+        # ray 2.6.3 runs a trial in its own folder; current ray in a shared one unless told
+        os.chdir(tune.get_context().get_trial_dir())
     # as many threads as Ray reserved CPUs: torch would take every core of the host, per trial
     torch.set_num_threads(max(1, math.floor(job["cpus_per_trial"])))
     sys.argv = sys.argv[:1]  # a Ray worker's argv holds Ray's own --key=value flags, not RecBole settings
@@ -260,8 +274,7 @@ def trial_record(sample, params, search_key, result, status, error=None):
               "best_valid_score": max(curve) if curve and search_key["mode"] == "max" else min(curve) if curve else None,
               "best_valid_result": result.get("best_valid_result"), "test_result": result.get("test_result"),
               "cpu_seconds": round(result.get("cpu_seconds", 0.0), 1),
-              "wall_seconds": round(result["trial_end"] - result["trial_start"], 1)
-              if "trial_end" in result else None,
+              "trial_start": result.get("trial_start"), "trial_end": result.get("trial_end"),
               "code": code_version(), "search": search_key}
     if "test_result" in result:
         record["best_valid_score"] = result["valid_score"]

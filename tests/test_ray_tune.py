@@ -1,6 +1,7 @@
 """run_hyper.py --tool ray: the search-space mapping, the flags, and two MASAN trials at once
 on a local Ray (ml-100k from the recbole wheel)."""
 
+import json
 import math
 import re
 import types
@@ -11,7 +12,7 @@ from ray import tune
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform, Quantized
 
 from masan_recbole import tuning
-from masan_recbole.quick_start import main_hyper
+from masan_recbole.quick_start import main_hyper, read_search_space
 
 # tiny MASAN trials: ml-100k users with at most 60 ratings, one small layer
 TINY = ["--hidden_size=8", "--inner_size=16", "--n_layers=1", "--MAX_ITEM_LIST_LENGTH=10",
@@ -69,6 +70,8 @@ def test_local_experiment_folders_need_no_pyarrow(tmp_path):
     # tune.run reads its experiment folder back with this; unpatched it asks for pyarrow.
     from ray.tune.analysis import experiment_analysis
 
+    if not hasattr(experiment_analysis, "is_directory"):
+        pytest.skip("this ray reads its local experiment folders itself: the patch has no target")
     (tmp_path / "experiment_state.json").write_text("{}")
     assert experiment_analysis.is_directory(str(tmp_path))
     assert experiment_analysis.is_directory(f"file://{tmp_path}")
@@ -121,58 +124,134 @@ def test_missing_ray_is_a_one_line_error(params_file, monkeypatch, capsys):
     assert exit_.value.code == 2 and "--tool ray needs ray: pip install" in capsys.readouterr().err
 
 
-def test_ray_flags_reach_tune_run(params_file, monkeypatch, tmp_path):
-    # tune.run replaced: what the search asks of Ray, and the results file made from its trials
-    asked = {}
-
+def fake_tune_run(finish, asked=None):
+    """tune.run replaced: each trial of the grid the search asks for ends at once with the curve
+    ``finish(sample)`` gives (None: the search is interrupted before that trial ends)."""
     def fake_run(trainable, **kwargs):
-        asked.update(kwargs)
-        trial = types.SimpleNamespace(
-            trial_id="t_00000", status="TERMINATED", error_file=None, config={"learning_rate": 0.003, "k_interests": 5},
-            last_result={"valid_score": 0.25, "epoch": 3, "best_valid_result": {"mrr@10": 0.25},
-                         "test_result": {"mrr@10": 0.2}})
-        for callback in kwargs["callbacks"]:
-            callback.on_trial_complete(iteration=1, trials=[trial], trial=trial)
-        return types.SimpleNamespace(trials=[trial])
+        if asked is not None:
+            asked.update(kwargs)
+        for sample in kwargs["config"]["sample"]["grid_search"]:
+            curve = finish(sample)
+            if curve is None:
+                raise KeyboardInterrupt  # stopped part-way: the trials recorded so far stay
+            last = {"valid_score": curve[-1], "epoch": len(curve), "valid_curve": curve, "cpu_seconds": 1.5,
+                    "best_valid_result": {"mrr@10": max(curve)}, "trial_start": 0.0}
+            if len(curve) >= 3:  # ran to its last epoch: tested
+                last.update(valid_score=max(curve), test_result={"mrr@10": 0.2}, trial_end=2.0)
+            trial = types.SimpleNamespace(trial_id=f"t{sample}", status="TERMINATED", error_file=None,
+                                          config={"sample": sample}, last_result=last)
+            for callback in kwargs["callbacks"]:
+                callback.on_trial_complete(iteration=1, trials=[trial], trial=trial)
+        return types.SimpleNamespace(trials=[])
 
-    monkeypatch.setattr(tune, "run", fake_run)
+    return fake_run
+
+
+@pytest.fixture
+def no_ray_start(monkeypatch):
     monkeypatch.setattr(tune, "with_parameters", lambda trainable, **kw: trainable)
     monkeypatch.setattr(tuning, "start_ray", lambda address, num_cpus: False)
-    main_hyper([f"--params_file={params_file}", "--tool", "ray", "--num_samples", "4", "--max_concurrent", "3",
-                "--gpus_per_trial", "0.5", "--asha", "--storage_path", "runs", "--epochs=7",
-                "--output_file", "out.txt"])
-    assert asked["num_samples"] == 4 and asked["max_concurrent_trials"] == 3
+
+
+def test_ray_flags_reach_tune_run(params_file, monkeypatch, tmp_path, no_ray_start):
+    asked = {}
+    monkeypatch.setattr(tune, "run", fake_tune_run(lambda sample: [0.1, 0.25, 0.2], asked))
+    main_hyper([f"--params_file={params_file}", "--tool", "ray", "--num_samples", "1", "--max_concurrent", "3",
+                "--gpus_per_trial", "0.5", "--asha", "--grace_period", "2", "--storage_path", "runs", "--epochs=7",
+                "--output_file", "out.txt", "--search_seed", "5"])
+    assert asked["config"] == {"sample": {"grid_search": [0]}} and asked["max_concurrent_trials"] == 3
     assert asked["resources_per_trial"] == {"cpu": 1, "gpu": 0.5}
     assert (asked["metric"], asked["mode"]) == ("valid_score", "max")  # MRR@10: bigger is better
     assert type(asked["scheduler"]).__name__ == "AsyncHyperBandScheduler"
     assert asked["scheduler"]._time_attr == "epoch" and asked["scheduler"]._max_t == 7
+    assert min(milestone for milestone, _ in asked["scheduler"]._brackets[0]._rungs) == 2  # the grace period
     assert asked["storage_path"] == str(tmp_path / "runs")
+    drawn = tuning.draw_samples(tuning.ray_search_space(read_search_space(params_file)), 1, 5)[0]
     assert (tmp_path / "out.txt").read_text() == (
-        "learning_rate:0.003, k_interests:5\nValid result:\nmrr@10 : 0.25\nTest result:\nmrr@10 : 0.2\n\n")
+        f"learning_rate:{drawn['learning_rate']}, k_interests:{drawn['k_interests']}\nValid result:\nmrr@10 : 0.25\n"
+        "Test result:\nmrr@10 : 0.2\n\n")
+
+
+def test_the_same_search_seed_draws_the_same_trials():
+    space = tuning.ray_search_space({"choice": {"k_interests": [5, 10, 20]}, "loguniform": {"learning_rate": [-8, 0]}})
+    first, again, other = (tuning.draw_samples(space, 12, seed) for seed in (2020, 2020, 2021))
+    assert first == again and first != other
+    assert all(isinstance(s["k_interests"], int) and isinstance(s["learning_rate"], float) for s in first)
+
+
+def test_a_choice_of_dicts_sets_its_settings_together(tmp_path):
+    path = tmp_path / "p.test"
+    path.write_text("padding choice [{'attn_padding_mask': True, 'length_bucketing': True}, "
+                    "{'attn_padding_mask': False, 'length_bucketing': False}]\n")
+    space = tuning.ray_search_space(read_search_space(str(path)))
+    flat = [tuning.flatten_bundles(s) for s in tuning.draw_samples(space, 20, 0)]
+    assert {tuple(sorted(f.items())) for f in flat} == {
+        (("attn_padding_mask", True), ("length_bucketing", True)), (("attn_padding_mask", False), ("length_bucketing", False))}
+
+
+def test_a_stopped_search_resumes_with_only_the_missing_trials(params_file, monkeypatch, tmp_path, no_ray_start):
+    curves = {0: [0.1, 0.2, 0.3], 1: [0.05], 2: [0.3, 0.35, 0.4], 3: [0.2, 0.25, 0.3]}
+    flags = [f"--params_file={params_file}", "--tool", "ray", "--num_samples", "4", "--asha", "--epochs=3",
+             "--trials_file", "trials.jsonl", "--output_file", "out.txt"]
+    # first run: stopped after two trials ended (sample 1 by ASHA, after one epoch)
+    monkeypatch.setattr(tune, "run", fake_tune_run(lambda s: curves[s] if s < 2 else None))
+    with pytest.raises(KeyboardInterrupt):
+        main_hyper(flags)
+    records = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
+    assert [(r["sample"], r["status"], r["epochs"], r["valid_curve"]) for r in records] == [
+        (0, "tested", 3, [0.1, 0.2, 0.3]), (1, "stopped", 1, [0.05])]
+    assert records[0]["cpu_seconds"] == 1.5 and records[0]["best_valid_score"] == 0.3
+    # run again without --resume: refused, nothing is overwritten
+    with pytest.raises(SystemExit):
+        main_hyper(flags)
+    # resumed: only samples 2 and 3 run, and ASHA already holds the recorded trials' scores
+    asked = {}
+    monkeypatch.setattr(tune, "run", fake_tune_run(lambda s: curves[s], asked))
+    records = main_hyper(flags + ["--resume"])
+    assert asked["config"] == {"sample": {"grid_search": [2, 3]}}
+    rungs = dict(asked["scheduler"]._brackets[0]._rungs)
+    assert rungs[1] == {"recorded_0": 0.1, "recorded_1": 0.05}
+    assert sorted(records) == [0, 1, 2, 3] and len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
+    assert (tmp_path / "out.txt").read_text().count("Valid result") == 4
+    # the same file with another budget is another search
+    with pytest.raises(SystemExit):
+        main_hyper(flags[:4] + ["5"] + flags[5:] + ["--resume"])
+
+
+def test_resuming_another_searchs_file_names_what_differs(tmp_path):
+    key = {"model": "MASAN", "num_samples": 4}
+    (tmp_path / "t.jsonl").write_text(json.dumps({"sample": 0, "search": {**key, "num_samples": 5}}) + "\n")
+    with pytest.raises(ValueError, match=r"records another search \(it differs in num_samples\)"):
+        tuning.read_trials(str(tmp_path / "t.jsonl"), key)
+    (tmp_path / "t.jsonl").write_text("not json\n")
+    with pytest.raises(ValueError, match="line 1: not a trial record"):
+        tuning.read_trials(str(tmp_path / "t.jsonl"), key)
 
 
 @pytest.mark.slow
 def test_two_masan_trials_run_at_once_on_a_local_ray(params_file, tmp_path):
     tuning.start_ray(num_cpus=2)
     try:
-        analysis = main_hyper(["--model=MASAN", "--dataset=ml-100k", f"--params_file={params_file}", "--tool", "ray",
-                               "--num_samples", "2", "--max_concurrent", "2", "--cpus_per_trial", "1",
-                               "--output_file", "result.txt", "--epochs=2", *TINY])
+        records = main_hyper(["--model=MASAN", "--dataset=ml-100k", f"--params_file={params_file}", "--tool", "ray",
+                              "--num_samples", "2", "--max_concurrent", "2", "--cpus_per_trial", "1",
+                              "--output_file", "result.txt", "--trials_file", "trials.jsonl", "--epochs=2", *TINY])
     finally:
         import ray
 
         ray.shutdown()
-    trials = analysis.trials
-    assert [t.status for t in trials] == ["TERMINATED"] * 2
-    first, second = (t.last_result for t in trials)
+    assert sorted(records) == [0, 1] and all(r["status"] == "tested" for r in records.values())
+    first, second = records[0], records[1]
     # each trial recorded when it started and ended: the two overlap
     assert max(first["trial_start"], second["trial_start"]) < min(first["trial_end"], second["trial_end"])
-    # one report per validation (2 epochs) and one with the test result
-    assert all(t.last_result["training_iteration"] == 3 for t in trials)
+    # one validation per epoch, CPU seconds measured in the trial's worker
+    assert all(r["epochs"] == 2 and len(r["valid_curve"]) == 2 and r["cpu_seconds"] > 0 for r in records.values())
+    lines = [json.loads(line) for line in (tmp_path / "trials.jsonl").read_text().splitlines()]
+    assert sorted(line["sample"] for line in lines) == [0, 1]
     text = (tmp_path / "result.txt").read_text()
     entries = re.findall(r"learning_rate:(\S+), k_interests:(\d+)\nValid result:\nrecall@10 : .*\nTest result:\n"
                          r"recall@10 : ", text)
-    assert sorted(entries) == sorted((str(t.config["learning_rate"]), str(t.config["k_interests"])) for t in trials)
+    assert sorted(entries) == sorted((str(r["params"]["learning_rate"]), str(r["params"]["k_interests"]))
+                                     for r in records.values())
     # Ray's experiment folder is under saved/ray, with each trial's RecBole checkpoint in its own folder
     assert len(list((tmp_path / "saved" / "ray").glob("MASAN-ml-100k-*/_trial_*/saved/MASAN-*.pth"))) == 2
 

@@ -196,19 +196,22 @@ def ray_local_results_without_pyarrow():
         from ray.tune.analysis import experiment_analysis
     except ImportError:  # no ray: the ray_optional stand-in has no ray.tune.analysis
         return
+    if not hasattr(experiment_analysis, "is_directory"):  # current ray reads local folders itself
+        return
     wrap("ray_local_results_without_pyarrow", experiment_analysis, "is_directory", _is_directory)
 
 
 def _trial_oom_fails_the_trial(original, manager, tracked_actor_task, exception):
     """Ray kills a worker when its node runs low on memory and reports an OutOfMemoryError,
-    which ray 2.6.3's actor manager does not expect (it knows actor and task errors) and
+    which the actor manager of ray 2.6.3 (and of 2.60) does not expect (it knows actor and task errors) and
     answers by ending the whole search. The worker died: handled as the actor error it is,
     the trial fails with Ray's message and the other trials go on."""
     from ray.exceptions import OutOfMemoryError, RayActorError
 
     if isinstance(exception, OutOfMemoryError):
         died = RayActorError()
-        died.error_msg = f"{died.base_error_msg} {exception}"
+        base = getattr(died, "base_error_msg", None) or "The actor died unexpectedly before finishing this task."
+        died.error_msg = f"{base} {exception}"
         exception = died
     return original(manager, tracked_actor_task, exception)
 
@@ -216,7 +219,9 @@ def _trial_oom_fails_the_trial(original, manager, tracked_actor_task, exception)
 def ray_trial_oom_fails_the_trial():
     try:
         from ray.air.execution._internal.actor_manager import RayActorManager
-    except ImportError:  # no ray: the ray_optional stand-in
+    except ImportError:  # no ray (the ray_optional stand-in), or a ray without this actor manager
+        return
+    if not hasattr(RayActorManager, "_actor_task_failed"):
         return
     wrap("ray_trial_oom_fails_the_trial", RayActorManager, "_actor_task_failed", _trial_oom_fails_the_trial)
 
