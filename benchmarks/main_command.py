@@ -6,10 +6,13 @@ The command is read from the README (the first bash block under "## Set-up"), so
 one for the line a newcomer copies. It runs in a clone of this checkout's HEAD in a new temporary
 folder, with its own .venv, RecBole log and saved model, so the install counts in the time as it
 does for the newcomer and nothing in this checkout is touched. The clone holds committed work only.
-Run it with the machine otherwise idle: the command uses every core.
+Run it with the machine otherwise idle: the command uses every core. ``--python 3.13`` runs the line
+with that Python as its ``python3`` (found on PATH or in pyenv's versions) and records it in
+main_command-cpu-py3.13.json.
 """
 
 import argparse
+import glob
 import os
 import re
 import shutil
@@ -60,10 +63,26 @@ def without_redraws(output):
                      if line.strip() and (not PROGRESS.search(line) or "100%|" in line)) + "\n"
 
 
+def find_python(version):
+    """An interpreter of Python ``version`` ("3.13"): python3.13 on PATH, else pyenv's build."""
+    candidates = [shutil.which(f"python{version}")]
+    pyenv_root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    candidates += sorted(glob.glob(os.path.join(pyenv_root, "versions", f"{version}.*", "bin", f"python{version}")))
+    for path in filter(None, candidates):
+        found = subprocess.run([path, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                               capture_output=True, text=True)
+        if found.stdout.strip() == version:
+            return path
+    raise SystemExit(f"error: no Python {version} on PATH or in {pyenv_root}/versions (pyenv install {version})")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default=os.path.join(BENCHMARKS, "results", "main_command-cpu.json"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results/main_command-cpu[-pyX.Y].json")
+    parser.add_argument("--python", default=None, help="X.Y: run the line with this Python as python3")
     args = parser.parse_args(argv)
+    suffix = f"-py{args.python}" if args.python else ""
+    args.out = args.out or os.path.join(BENCHMARKS, "results", f"main_command-cpu{suffix}.json")
     with open(os.path.join(REPO, "README.md")) as f:
         command = readme_command(f.read())
     commit = git_commit()
@@ -71,6 +90,11 @@ def main(argv=None):
     try:
         subprocess.run(["git", "clone", "-q", REPO, os.path.join(work, "clone")], check=True)
         env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "VIRTUAL_ENV", "PYTHONPATH")}
+        python = find_python(args.python) if args.python else shutil.which("python3")
+        if args.python:  # the line's python3 is this interpreter
+            os.makedirs(os.path.join(work, "bin"))
+            os.symlink(python, os.path.join(work, "bin", "python3"))
+            env["PATH"] = os.path.join(work, "bin") + os.pathsep + env.get("PATH", "")
         start = time.perf_counter()
         done = subprocess.run(["bash", "-c", command], cwd=os.path.join(work, "clone"), env=env,
                               capture_output=True, text=True)
@@ -82,7 +106,8 @@ def main(argv=None):
         f.write(without_redraws(output))
     if done.returncode != 0:
         sys.exit(f"error: the main command failed (exit {done.returncode}); its output is in {log_path}")
-    record = {"command": command, "commit": commit, "finished": now(), "cpu_count": os.cpu_count(),
+    version = subprocess.run([python, "--version"], capture_output=True, text=True).stdout.split()[-1]
+    record = {"command": command, "commit": commit, "python": version, "finished": now(), "cpu_count": os.cpu_count(),
               "wall_seconds": round(seconds, 1), **parse_output(output)}
     write_json(args.out, record)
     print(f"{record['wall_seconds']:.0f} s, best epoch {record['best_epoch']} of {record['epochs_run']}, "
