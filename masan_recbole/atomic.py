@@ -228,12 +228,12 @@ def load_checked(original_load_feat, dataset, filepath, source):
     return original_load_feat(dataset, filepath, source)
 
 
-def refuse_download(dataset):
-    """Stands in for RecBole's ``Dataset._download``: the plugin never downloads data; it says
-    where the files go and, where a converter can write them, the command that does."""
+def refuse_download(dataset, reason="RecBole's url.yaml has no download for it."):
+    """For a dataset that is not downloaded (:mod:`masan_recbole.download`): says where the files
+    go and, where a converter can write them, the command that does."""
     name = dataset.dataset_name
     message = (f"Dataset '{name}' not found: expected RecBole atomic files in "
-               f"{os.path.abspath(dataset.dataset_path)} (at least {name}.inter); masan_recbole never downloads data.")
+               f"{os.path.abspath(dataset.dataset_path)} (at least {name}.inter); {reason}")
     command = convert_command(name, to=os.path.dirname(os.path.normpath(dataset.dataset_path)))
     if command is None:
         message += f" Put them there, or set data_path to the folder that contains '{name}/' (docs/datasets.md)."

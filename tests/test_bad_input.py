@@ -86,8 +86,8 @@ def test_blank_lines_are_skipped_like_pandas_does(tmp_path, tiny_config):
     assert model.n_items == 13  # 12 items + padding: nothing lost, nothing invented
 
 
-def test_a_missing_dataset_names_the_folder_and_never_downloads(tmp_path, tiny_config):
-    with pytest.raises(FileNotFoundError, match="Dataset 'nowhere' not found.*never downloads"):
+def test_a_missing_dataset_without_a_url_names_the_folder(tmp_path, tiny_config):
+    with pytest.raises(FileNotFoundError, match="Dataset 'nowhere' not found.*url.yaml has no download for it"):
         build(dict(tiny_config, data_path=str(tmp_path)), dataset="nowhere")
 
 

@@ -173,18 +173,21 @@ def test_nan_loss_names_the_problem_and_the_fix(tiny_config, monkeypatch):
         run_recbole(model="SASRec", dataset="synth", config_dict=tiny_config)
 
 
-def test_missing_dataset_says_where_to_put_it_without_downloading(tiny_config, monkeypatch):
+def test_missing_dataset_without_a_url_says_where_to_put_it_and_recboles_download_never_runs(tiny_config, monkeypatch):
     import recbole.data.dataset.dataset as dataset_module
 
     def no_network(*args, **kwargs):
-        raise AssertionError("tried to download")
+        raise AssertionError("RecBole's own download ran")
 
     monkeypatch.setattr(dataset_module, "download_url", no_network)
     monkeypatch.setattr(dataset_module, "decide_download", no_network)
-    for name in ("no-such-data", "ml-1m"):  # unknown name, and one RecBole would download
-        config = Config(model="SASRec", dataset=name, config_dict=tiny_config)
-        with pytest.raises(FileNotFoundError, match=rf"Dataset '{name}' not found.*{name}\.inter.*never downloads"):
-            create_dataset(config)
+    config = Config(model="SASRec", dataset="no-such-data", config_dict=tiny_config)
+    with pytest.raises(FileNotFoundError, match=r"Dataset 'no-such-data' not found.*no-such-data\.inter.*no download"):
+        create_dataset(config)
+    # lastfm: RecBole's url.yaml has one, but the plugin's lastfm is the converted S3-Rec file
+    config = Config(model="SASRec", dataset="lastfm", config_dict={**tiny_config, "data_path": "/nonexistent"})
+    with pytest.raises(FileNotFoundError, match=r"downloads another 'lastfm'.*\n.*convert lastfm"):
+        create_dataset(config)
 
 
 @pytest.mark.parametrize("header,row,message", [

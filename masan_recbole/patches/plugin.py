@@ -6,7 +6,7 @@ from recbole.data.dataset import dataset as dataset_module
 from recbole.trainer import trainer as trainer_module
 from recbole.trainer.trainer import Trainer
 
-from masan_recbole import atomic, config, console, registry, trainer
+from masan_recbole import atomic, config, console, download, registry, trainer
 from masan_recbole.data import all_positions, bucketing, checks
 from masan_recbole.patches.tools import replace, wrap
 
@@ -102,8 +102,9 @@ def clear_nan_loss():
     replace("clear_nan_loss", Trainer, "_check_nan", trainer.check_nan)
 
 
-def no_download():
-    replace("no_download", dataset_module.Dataset, "_download", atomic.refuse_download)
+def dataset_download():
+    replace("dataset_download", dataset_module.Dataset, "_download", download.download_missing)
+    wrap("dataset_download", dataset_module.Dataset, "_load_data", download.load_data_downloading)
 
 
 def atomic_file_checks():
