@@ -56,11 +56,17 @@ def resolve_data_path(root, dataset):
     return wheel if os.path.isdir(wheel) else local
 
 
+# Set by masan_recbole.opt_in() (the plugin's entry points): the dataset files apply to RecBole's
+# built-in models too, as a benchmark comparing them needs. A plain import leaves RecBole's own defaults.
+DATASET_CONFIGS_FOR_ALL_MODELS = False
+
+
 def yaml_layers(model, dataset):
-    """Default files, lowest priority first; plugin-wide and model files only for plugin models."""
+    """Default files, lowest priority first; all of them for plugin models, and for RecBole's
+    models the dataset file only after :func:`masan_recbole.opt_in`."""
     dataset_yaml = os.path.join(CONFIG_DIR, "dataset", f"{dataset}.yaml")
     if not is_plugin_model(model):
-        return [dataset_yaml]
+        return [dataset_yaml] if DATASET_CONFIGS_FOR_ALL_MODELS else []
     name = canonical_name(model)
     return [
         os.path.join(CONFIG_DIR, "overall.yaml"),

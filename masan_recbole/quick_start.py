@@ -43,7 +43,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
 
 
 def _run_in_child(rank, *args):
-    # Unpickling this function imported masan_recbole in the child: models resolve.
+    # Unpickling this function imported masan_recbole in the child: models resolve, and what the
+    # parent opted in for (masan_recbole.runtime, through the environment) is switched on.
     run_recboles(rank, *args)
 
 

@@ -33,6 +33,11 @@ class Trainer(RecBoleTrainer):
             raise ValueError(f"lr_scheduler '{name}' is not one of {sorted(SCHEDULERS)} (or ~ for none)")
         self.scheduler = SCHEDULERS[name](self.optimizer, config) if name else None
 
+    def _build_optimizer(self, **kwargs):
+        # the plugin's models get fused Adam whether or not the process opted in for every model
+        build = getattr(RecBoleTrainer._build_optimizer, "__wrapped__", RecBoleTrainer._build_optimizer)
+        return fused_optimizer(build, self, **kwargs)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         self.epoch_lr = self.optimizer.param_groups[0]["lr"]
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)

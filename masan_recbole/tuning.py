@@ -198,8 +198,10 @@ def start_ray(address=None, num_cpus=None):
     # Workers' own output stays in the trials' folders (RecBole's log/, Ray's error.txt): printed
     # here, two trials' epoch logs would interleave with Ray's status tables.
     # "local": a Ray of its own even where another runs on this host (ray.init would join that one)
+    # the workers opt in as this process did (masan_recbole.runtime): trials run as run_recbole.py's
+    env = {k: os.environ[k] for k in ("MASAN_RECBOLE_OPT_IN",) if k in os.environ}
     ray.init(address=address or "local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"worker_process_setup_hook": _prepare_worker})
+             runtime_env={"worker_process_setup_hook": _prepare_worker, **({"env_vars": env} if env else {})})
     return True
 
 

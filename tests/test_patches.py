@@ -209,7 +209,10 @@ def test_malformed_atomic_files_are_rejected_clearly(tmp_path, tiny_config, head
 
 
 def test_every_patch_is_applied_once_and_names_a_test_that_exists():
-    assert patches.applied() == tuple(p.name for p in patches.INVENTORY)
+    # the fixes and features in order at import, then the opt-in ones (conftest opts in)
+    assert patches.applied() == tuple(p.name for p in patches.INVENTORY if p.kind != "opt-in") + tuple(
+        p.name for p in patches.OPT_IN)
+    assert {p.kind for p in patches.INVENTORY} == {"fix", "feature", "opt-in"}
     assert len({p.name for p in patches.INVENTORY}) == len(patches.INVENTORY)
     for patch in patches.INVENTORY:
         path, test = patch.test.split("::")
@@ -237,7 +240,7 @@ def test_patches_wrap_and_keep_the_original_reachable():
 def test_patch_inventory_prints_as_one_command(tmp_path):
     out = run_python("import runpy; runpy.run_module('masan_recbole.patches', run_name='__main__')", cwd=tmp_path)
     for patch in patches.INVENTORY:
-        assert f"| {patch.name} | yes |" in out and patch.test in out
+        assert f"| {patch.name} | {patch.kind} | yes |" in out and patch.test in out
 
 
 def test_an_unsupported_recbole_version_stops_with_the_reason(monkeypatch):

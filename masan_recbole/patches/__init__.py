@@ -34,6 +34,10 @@ class Patch:
     test: str  # tests/<file>.py::<test> that fails without it
     remove_when: str
     install: Callable[[], None]
+    # fix: RecBole broken on today's stack, or unsafe; feature: the plugin's models and options,
+    # each off until a config asks for it; opt-in: changes the process, RecBole's console or other
+    # models' numerics, applied only by apply_opt_in() (the plugin's entry points, or masan_recbole.opt_in())
+    kind: str = "fix"
 
 
 INVENTORY = (
@@ -74,13 +78,13 @@ INVENTORY = (
           "glibc hands large freed buffers back to the kernel, so every training step faults and zeroes its "
           "activations' pages again: ~40 % of a CPU epoch in the kernel, most of all in a process's first epoch",
           "tests/test_patches.py::test_freed_training_buffers_are_reused_not_faulted_again",
-          "never on glibc; set MASAN_MALLOC_TUNING=0 to leave malloc as it is", platform.keep_freed_memory),
+          "never on glibc; set MASAN_MALLOC_TUNING=0 to leave malloc as it is", platform.keep_freed_memory, kind="opt-in"),
     Patch("fast_cpu_dropout", "torch.nn.functional.dropout (CPU, training)",
           "torch draws CPU dropout masks with bernoulli_, four times the cost of uniform draws: a sixth "
           "of a LightSANs or ASRec training step",
           "tests/test_patches.py::test_cpu_dropout_masks_come_from_uniform_draws",
           "torch's CPU bernoulli_ is as fast as rand (pytorch/pytorch#138199); set MASAN_FAST_DROPOUT=0 "
-          "to use torch's", platform.fast_cpu_dropout),
+          "to use torch's", platform.fast_cpu_dropout, kind="opt-in"),
     Patch("hyperopt_exhaustive_rng", "recbole.trainer.hyper_tuning.np",
           "hyperopt >= 0.2.7 expects a numpy Generator; RecBole's exhaustive search passes a RandomState",
           "tests/test_patches.py::test_exhaustive_hyper_search_runs_on_current_hyperopt",
@@ -119,7 +123,7 @@ INVENTORY = (
     Patch("model_registry", "get_model/get_trainer in recbole.utils, recbole.config, recbole.quick_start",
           "RecBole has no registry: plugin models must resolve in every entry point",
           "tests/test_registry.py::test_plugin_sasrec_shadows_recbole_and_recbole_stays_reachable",
-          "RecBole gains a model registry", plugin.model_registry),
+          "RecBole gains a model registry", plugin.model_registry, kind="feature"),
     Patch("config_files", "recbole.config.Config._load_config_files",
           "a YAML syntax error or a missing config file surfaced without the file's name",
           "tests/test_bad_input.py::test_config_file_errors_name_the_file",
@@ -127,7 +131,7 @@ INVENTORY = (
     Patch("config_layers", "recbole.config.Config._load_internal_config_dict",
           "the plugin's YAML defaults must sit under the user's settings",
           "tests/test_registry.py::test_defaults_layer_under_the_user",
-          "RecBole gains a registry for model defaults", plugin.config_layers),
+          "RecBole gains a registry for model defaults", plugin.config_layers, kind="feature"),
     Patch("config_defaults", "recbole.config.Config._set_default_parameters",
           "type checks, negatives per loss, the wheel's ml-100k, the time column for ordered splits",
           "tests/test_registry.py::test_bpr_gets_negatives_unless_the_user_says_otherwise",
@@ -135,13 +139,13 @@ INVENTORY = (
     Patch("all_position_batches", "data_preparation in recbole.data, recbole.quick_start",
           "train_mode: all_positions replaces the training loader with one window per sequence",
           "tests/test_patches.py::test_all_positions_reaches_recboles_data_preparation",
-          "never (a feature)", plugin.all_position_batches),
+          "never (a feature)", plugin.all_position_batches, kind="feature"),
     Patch("length_bucketing",
           "get_dataloader in recbole.data, recbole.data.utils; recbole.trainer.AbstractTrainer.__init__",
           "length_bucketing: true batches sequences of similar length cut to their longest (training and "
           "full-sort evaluation); a model whose scores depend on padding is refused when its trainer is built",
           "tests/test_bucketing.py::test_length_bucketing_reaches_recboles_data_preparation",
-          "never (a feature)", plugin.length_bucketing),
+          "never (a feature)", plugin.length_bucketing, kind="feature"),
     Patch("dataset_checks", "data_preparation in recbole.data, recbole.quick_start",
           "an empty split or a topk above the item count crashed inside torch (num_samples=0, topk out of range)",
           "tests/test_bad_input.py::test_dataset_problems_are_named_before_training",
@@ -149,11 +153,11 @@ INVENTORY = (
     Patch("quiet_console", "init_logger in recbole.utils, recbole.quick_start",
           "RecBole prints ~170 lines of config, dataset and model dumps before the first epoch line",
           "tests/test_entry_points.py::test_run_recbole_cli_trains_and_tests",
-          "never (the plugin's console)", plugin.quiet_console),
+          "never (the plugin's console)", plugin.quiet_console, kind="opt-in"),
     Patch("spawning_run", "recbole.quick_start.run",
           "RecBole's multi-process children import only recbole, so plugin models would not resolve",
           "tests/test_entry_points.py::test_run_recbole_cli_two_processes_on_cpu",
-          "RecBole spawns through an importable entry point", plugin.spawning_run),
+          "RecBole spawns through an importable entry point", plugin.spawning_run, kind="feature"),
     Patch("safe_checkpoints", "Trainer.__init__/_save_checkpoint/_valid_epoch/evaluate, "
           "recbole.quick_start.load_data_and_model",
           "torch >= 2.6 refuses RecBole's pickled Config; checkpoints become plain data with a checksum, "
@@ -164,14 +168,15 @@ INVENTORY = (
           "torch's Adam on CPU makes about ten passes over every parameter per step; over a large item "
           "table that was a fifth of an SR-SAN batch on Diginetica. The fused kernel makes one",
           "tests/test_patches.py::test_adam_is_fused_and_steps_like_recboles",
-          "RecBole builds its optimizers with fused=True", plugin.fused_optimizer),
+          "RecBole builds its optimizers with fused=True", plugin.fused_optimizer, kind="opt-in"),
     Patch("exact_resume", "recbole.trainer.Trainer.resume_checkpoint/fit",
           "RecBole's resume loses the random states and the scheduler, and overwrites a finished run with "
           "epoch -1; checkpoint_file resumes any entry point",
           "tests/test_resume.py::test_sigkill_after_an_epoch_then_resume_matches_uninterrupted",
-          "never (a feature)", plugin.exact_resume),
+          "never (a feature)", plugin.exact_resume, kind="feature"),
 )
 
+OPT_IN = tuple(p for p in INVENTORY if p.kind == "opt-in")
 _applied = []
 
 
@@ -185,10 +190,25 @@ def check_recbole_version():
 
 
 def apply():
-    """Apply every patch of the inventory once, in order (idempotent)."""
+    """Apply every fix and feature patch of the inventory once, in order (idempotent); the opt-in
+    patches wait for :func:`apply_opt_in`."""
     check_recbole_version()
     for patch in INVENTORY:
-        if patch.name not in _applied:
+        if patch.kind != "opt-in" and patch.name not in _applied:
+            patch.install()
+            _applied.append(patch.name)
+
+
+CONSOLE = ("quiet_console",)
+
+
+def apply_opt_in(speed=True, console=True):
+    """Apply the opt-in patches (idempotent): they change the process (malloc), RecBole's console,
+    or the numerics of every model (dropout masks, fused Adam), so a plain import leaves them off."""
+    apply()
+    for patch in OPT_IN:
+        wanted = console if patch.name in CONSOLE else speed
+        if wanted and patch.name not in _applied:
             patch.install()
             _applied.append(patch.name)
 
@@ -200,8 +220,8 @@ def applied():
 
 def inventory_table():
     """The inventory as Markdown: one row per patch."""
-    rows = ["| patch | applied | changes | why | covered by | remove when |", "|---|---|---|---|---|---|"]
+    rows = ["| patch | kind | applied | changes | why | covered by | remove when |", "|---|---|---|---|---|---|---|"]
     for p in INVENTORY:
-        rows.append(f"| {p.name} | {'yes' if p.name in _applied else 'no'} | {p.target} | {p.why} "
+        rows.append(f"| {p.name} | {p.kind} | {'yes' if p.name in _applied else 'no'} | {p.target} | {p.why} "
                     f"| {p.test} | {p.remove_when} |")
     return "\n".join(rows)
