@@ -4,6 +4,7 @@ RecBole's loader (``Dataset._load_feat``) fails cryptically on some malformed fi
 wrong data for others; :func:`check_atomic_file` names the file, line, column and config key involved.
 """
 import locale
+import logging
 import math
 import os
 
@@ -147,16 +148,24 @@ def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="u
             n_columns = len(columns)
             floats = [(i, name) for i, (name, ftype) in enumerate(columns) if ftype == "float"]
             float_seqs = [(i, name) for i, (name, ftype) in enumerate(columns) if ftype == "float_seq"]
-            rows = 0
+            rows, extra_lines = 0, []
             for lineno, line in enumerate(f, start=2):
                 if max_rows is not None and rows >= max_rows:
                     break
                 line = line.rstrip("\r\n")
-                if not line:
-                    continue  # pandas (and so RecBole) skips blank lines
+                if not line.strip():
+                    if field_separator not in line:
+                        continue  # pandas (and so RecBole) skips blank and whitespace-only lines
+                    raise AtomicFileError(f"{path}: line {lineno} holds only empty fields; RecBole would load it as "
+                                          "a row of missing values (a user and item that do not exist): delete it")
                 parts = line.split(field_separator)
                 if '"' in line:
                     _check_quotes(path, lineno, parts)
+                if len(parts) > n_columns and _other_separator(line, field_separator, n_columns) is None:
+                    # RecBole reads the header's columns by name (pandas usecols): a field past them is
+                    # dropped and the row loads as it should
+                    extra_lines.append(lineno)
+                    parts = parts[:n_columns]
                 if len(parts) != n_columns:
                     message = (f"{path}: line {lineno} has {len(parts)} column(s) but the header has "
                                f"{n_columns} ({', '.join(names)}), with field_separator {field_separator!r}")
@@ -192,6 +201,11 @@ def check_atomic_file(path, field_separator="\t", seq_separator=" ", encoding="u
                 rows += 1
             if rows == 0 and max_rows != 0:
                 raise AtomicFileError(f"{path}: the file has a header but no data rows")
+            if extra_lines:
+                more = f" (and {len(extra_lines) - 1} more lines)" if len(extra_lines) > 1 else ""
+                logging.getLogger().warning(
+                    f"{path}: line {extra_lines[0]}{more} has more fields than the header's {n_columns}; "
+                    "RecBole ignores the fields past the header, and so they are ignored")
     except UnicodeDecodeError as error:
         lineno = _first_undecodable_line(path, encoding)
         raise AtomicFileError(f"{path}: line {lineno} is not valid {encoding} ({error.reason}); set the "

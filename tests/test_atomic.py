@@ -84,9 +84,22 @@ def test_row_with_missing_column(tmp_path):
     assert "has 3 column(s)" in message and "header has 4" in message
 
 
-def test_row_with_extra_column(tmp_path):
-    path = write(tmp_path, [HEADER, ROWS[0] + "\t7"])
-    with pytest.raises(AtomicFileError, match="line 2 has 5 column.*header has 4"):
+def test_a_trailing_field_past_the_header_is_a_warning_as_recbole_ignores_it(tmp_path, caplog):
+    # RecBole 1.2.1's own test data (tests/test_data/test/test.inter) has such a line
+    path = write(tmp_path, [HEADER, ROWS[0] + "\t7", *ROWS[1:], ROWS[1] + "\t8"])
+    with caplog.at_level("WARNING"):
+        assert list(check_atomic_file(path)) == ["user_id", "item_id", "rating", "timestamp"]
+    (record,) = [r for r in caplog.records if "more fields" in r.getMessage()]
+    assert f"{path}: line 2 (and 1 more lines) has more fields than the header's 4" in record.getMessage()
+
+
+def test_whitespace_only_lines_are_blank_lines(tmp_path):
+    # pandas skips them; the separator is not the problem
+    path = write(tmp_path, [HEADER, ROWS[0], "   ", *ROWS[1:]])
+    assert list(check_atomic_file(path)) == ["user_id", "item_id", "rating", "timestamp"]
+    # but pandas loads a line of empty fields as a row of missing values
+    path = write(tmp_path, [HEADER, ROWS[0], " \t \t\t", *ROWS[1:]])
+    with pytest.raises(AtomicFileError, match="line 3 holds only empty fields.*delete it"):
         check_atomic_file(path)
 
 
