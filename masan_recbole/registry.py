@@ -9,7 +9,10 @@ staying reachable as ``RecBole`` + its name (``RecBoleSASRec``).
 
 import difflib
 import importlib
+import os
 from dataclasses import dataclass
+
+import recbole
 
 from recbole.utils.utils import get_trainer as recbole_get_trainer
 
@@ -63,12 +66,16 @@ def _builtin_model(name):
     module_name = name.lower()
     for kind in RECBOLE_MODEL_KINDS:
         path = f"recbole.model.{kind}.{module_name}"
+        source = os.path.join(os.path.dirname(recbole.__file__), "model", kind, f"{module_name}.py")
+        if not os.path.isfile(source):
+            continue
         try:
-            if importlib.util.find_spec(path) is None:
-                continue
             module = importlib.import_module(path)
-        except ImportError:
-            continue  # exlib_recommender needs lightgbm/xgboost
+        except ImportError as e:  # exlib_recommender (XGBoost, LightGBM) imports both libraries
+            missing = [lib for lib in ("xgboost", "lightgbm") if importlib.util.find_spec(lib) is None]
+            missing = missing if kind == "exlib_recommender" and missing else [e.name or str(e)]
+            raise ImportError(f"RecBole's {name} needs {' and '.join(missing)}, not installed "
+                              f"(RecBole's {kind} imports them): pip install {' '.join(missing)}") from e
         return getattr(module, name, None)
     return None
 

@@ -94,3 +94,15 @@ def test_a_registered_model_gets_its_own_trainer_and_aliases(tiny_config):
                          config_dict=dict(tiny_config, epochs=1))
     assert CountingTrainer.fitted == 1
     assert result["test_result"].keys() >= {"hit@10", "ndcg@10"}  # tested through the registered model
+
+
+@pytest.mark.parametrize("name, library", [("XGBoost", "xgboost"), ("LightGBM", "lightgbm")])
+def test_recboles_exlib_models_resolve_or_name_their_library(name, library):
+    # RecBole's own get_model imports them; without their library that fails on the import, as here
+    try:
+        __import__(library)
+    except ImportError:
+        with pytest.raises(ImportError, match=rf"RecBole's {name} needs .*{library}.*pip install .*{library}"):
+            get_model(name)
+    else:
+        assert get_model(name).__name__ == name
