@@ -16,6 +16,7 @@ The patches ``config_layers``, ``config_defaults`` and ``device_selection``
 
 import difflib
 import functools
+import logging
 import os
 import warnings
 
@@ -136,8 +137,10 @@ def warn_unknown_keys(config):
         _warned.add(key)
         close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(close)}?" if close else "; no model or dataset reads it"
-        warnings.warn(f"config key '{key}' is not a RecBole or masan_recbole setting and is ignored{hint}",
-                      UserWarning, stacklevel=2)
+        message = f"config key '{key}' is not a RecBole or masan_recbole setting and is ignored{hint}"
+        # RecBole's logger too (console and log file): PYTHONWARNINGS=ignore would hide a warning only
+        logging.getLogger().warning(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
 
 
 _warned = set()
@@ -235,15 +238,27 @@ def load_time_field_for_ordering(config):
 
 
 def set_default_parameters(original, config):
-    """RecBole's derived defaults, with the plugin's checks and defaults around them."""
-    check_types(config)
+    """RecBole's derived defaults, with the plugin's defaults around them: a ``Config`` builds
+    whatever RecBole's builds (a program may still adjust it); :func:`create_dataset_checked`
+    checks it before any data is loaded."""
     root = config.final_config_dict["data_path"]
     default_negatives(config)
     original(config)
     config.final_config_dict["data_path"] = resolve_data_path(root, config.dataset)
     load_time_field_for_ordering(config)
+
+
+def check_config(config):
+    """The checks of a user's settings: types, misspelt keys, values RecBole would trip on later."""
+    check_types(config)
     warn_unknown_keys(config)
     check_settings(config)
+
+
+def create_dataset_checked(original, config):
+    """RecBole's ``create_dataset`` after :func:`check_config`: the first step of every run."""
+    check_config(config)
+    return original(config)
 
 
 def init_device(config):

@@ -327,6 +327,7 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     tune = _tune()
     from recbole.config import Config
 
+    from masan_recbole.config import check_config
     from masan_recbole.files import write_atomic
 
     if num_samples < 1:
@@ -349,6 +350,7 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     # gpu_id "" and device cpu: building it must not set CUDA_VISIBLE_DEVICES for the local Ray.
     config = Config(model=model, dataset=dataset, config_file_list=config_files,
                     config_dict={"gpu_id": "", "device": "cpu"})
+    check_config(config)
     given = config.cmd_config_dict
     for key in ("device", "gpu_id"):
         if key in given:

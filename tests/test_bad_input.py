@@ -3,6 +3,7 @@ requests, converter inputs, search spaces and faults. Each case is a clear one-l
 names the problem and the fix, or a correct result; never a silent wrong one."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -142,14 +143,29 @@ def test_bad_settings_are_named_before_training(case, tiny_config):
 
 @pytest.mark.parametrize("key,suggestion", [("hiden_size", "hidden_size"), ("learning_rte", "learning_rate"),
                                             ("k_interest", "k_interests"), ("MAX_ITEM_LIST_LENGHT", "MAX_ITEM_LIST_LENGTH")])
-def test_misspelt_keys_are_named_with_the_closest_known_one(key, suggestion, tiny_config):
-    with pytest.warns(UserWarning, match=rf"config key '{key}' is not a RecBole or masan_recbole setting.*{suggestion}"):
-        Config(model="MASAN", dataset=SYNTH, config_dict=dict(tiny_config, **{key: 1}))
+def test_misspelt_keys_are_named_with_the_closest_known_one(key, suggestion, tiny_config, caplog):
+    expected = rf"config key '{key}' is not a RecBole or masan_recbole setting.*{suggestion}"
+    config = Config(model="MASAN", dataset=SYNTH, config_dict=dict(tiny_config, **{key: 1}))
+    with pytest.warns(UserWarning, match=expected), caplog.at_level("WARNING"):
+        create_dataset(config)
+    # RecBole's logger has it too (its console and log file), whatever PYTHONWARNINGS says
+    assert any(re.search(expected, r.getMessage()) for r in caplog.records)
 
 
 def test_known_keys_of_other_models_do_not_warn(tiny_config, recwarn):
-    Config(model="SASRec", dataset=SYNTH, config_dict=dict(tiny_config, k_interests=5, lr_scheduler="step"))
+    create_dataset(Config(model="SASRec", dataset=SYNTH,
+                          config_dict=dict(tiny_config, k_interests=5, lr_scheduler="step")))
     assert not [w for w in recwarn if "is not a RecBole" in str(w.message)]
+
+
+def test_a_config_builds_as_recboles_does_and_is_checked_before_loading(tiny_config):
+    # RecBole's own tests build a Config and then adjust it; the checks wait for the data
+    config = Config(model="BPR", dataset=SYNTH, config_dict=dict(tiny_config, topk=[50, 100]))
+    assert config["topk"] == [50, 100]
+    with pytest.raises(ValueError, match=r"valid_metric 'MRR@10' is not one of the metrics.*topk \[50, 100\]"):
+        create_dataset(config)
+    config["valid_metric"] = "MRR@50"
+    create_dataset(config)
 
 
 def test_a_read_only_checkpoint_dir_is_found_before_training(tmp_path, tiny_config):
@@ -169,8 +185,9 @@ def test_a_read_only_checkpoint_dir_as_root_is_found_before_training(tmp_path, t
     # root may write anywhere, so os.access answers as the file system would for another user
     monkeypatch.setattr(os, "access", lambda path, mode: not str(path).startswith(str(tmp_path / "locked")))
     (tmp_path / "locked").mkdir()
+    config = Config(model="SASRec", dataset=SYNTH, config_dict=dict(tiny_config, checkpoint_dir=str(tmp_path / "locked")))
     with pytest.raises(PermissionError, match="checkpoint_dir .* is not writable"):
-        Config(model="SASRec", dataset=SYNTH, config_dict=dict(tiny_config, checkpoint_dir=str(tmp_path / "locked")))
+        create_dataset(config)
 
 
 @pytest.mark.parametrize("text,message", [

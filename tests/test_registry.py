@@ -68,8 +68,11 @@ def test_bpr_gets_negatives_unless_the_user_says_otherwise(tiny_config):
     ("show_progress", 1, "must be true or false"),
 ])
 def test_wrong_config_types_are_named(tiny_config, key, value, expected):
+    from recbole.data import create_dataset
+
+    config = Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, **{key: value}))
     with pytest.raises(TypeError, match=rf"config key '{key}' {expected}"):
-        Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, **{key: value}))
+        create_dataset(config)  # before any data loads
 
 
 @pytest.mark.slow

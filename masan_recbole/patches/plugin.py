@@ -36,6 +36,15 @@ def config_defaults():
     wrap("config_defaults", Config, "_set_default_parameters", config.set_default_parameters)
 
 
+def config_checks():
+    import recbole.data
+    from recbole.data import utils as data_utils
+    from recbole.quick_start import quick_start
+
+    for module in (recbole.data, data_utils, quick_start):
+        wrap("config_checks", module, "create_dataset", config.create_dataset_checked)
+
+
 def device_selection():
     replace("device_selection", Config, "_init_device", config.init_device)
 
