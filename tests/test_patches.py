@@ -423,3 +423,24 @@ def test_torchs_dropout_stays_reachable():
         return out.stdout.split()[-1]
     assert patch_name() == "fast_cpu_dropout"
     assert patch_name(MASAN_FAST_DROPOUT="0") == "None"
+
+
+def test_recboles_graph_models_build_their_adjacency_on_current_scipy(tiny_config):
+    import scipy.sparse as sp
+    from recbole.data import data_preparation
+    from recbole.utils import get_model
+
+    matrix = sp.dok_matrix((3, 4), dtype=np.float32)
+    matrix._update({(np.int64(0), np.int32(1)): 1, (2, 3): 2.5, (1, 1): 0})
+    assert matrix.toarray().tolist() == [[0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 2.5]]
+    # LightGCN (a general model) on the synthetic data: its normalised adjacency has one entry per
+    # distinct user-item pair each way, and a training step runs
+    config = Config(model="LightGCN", dataset="synth", config_dict=dict(
+        tiny_config, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "group_by": "user", "mode": "full"},
+        train_neg_sample_args={"distribution": "uniform", "sample_num": 1}))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("LightGCN")(config, train._dataset)
+    pairs = train._dataset.inter_matrix(form="coo")
+    assert model.norm_adj_matrix._nnz() == 2 * len(set(zip(pairs.row, pairs.col)))  # repeated pairs count once
+    batch = next(iter(train))
+    assert torch.isfinite(model.calculate_loss(batch))

@@ -85,6 +85,11 @@ INVENTORY = (
           "tests/test_patches.py::test_cpu_dropout_masks_come_from_uniform_draws",
           "torch's CPU bernoulli_ is as fast as rand (pytorch/pytorch#138199); set MASAN_FAST_DROPOUT=0 "
           "to use torch's", platform.fast_cpu_dropout, kind="opt-in"),
+    Patch("scipy_dok_update", "scipy.sparse.dok_matrix._update (where scipy lacks it)",
+          "scipy 1.15 removed dok_matrix._update, with which RecBole's LightGCN, NGCF, NCL, GCMC, SpectralCF, "
+          "KGIN and MCCLK build their adjacency matrix: they failed before training",
+          "tests/test_patches.py::test_recboles_graph_models_build_their_adjacency_on_current_scipy",
+          RECBOLE_GONE, platform.scipy_dok_update),
     Patch("hyperopt_exhaustive_rng", "recbole.trainer.hyper_tuning.np",
           "hyperopt >= 0.2.7 expects a numpy Generator; RecBole's exhaustive search passes a RandomState",
           "tests/test_patches.py::test_exhaustive_hyper_search_runs_on_current_hyperopt",

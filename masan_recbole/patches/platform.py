@@ -282,3 +282,23 @@ def cpu_dropout():
 
     return "uniform draws" if patched_by(torch.nn.functional, "dropout") == "fast_cpu_dropout" else "torch"
 
+
+
+def _dok_update(matrix, entries):
+    """``dok_matrix._update`` as scipy before 1.15 had it: set many entries at once from a dict of
+    ``(row, col) -> value`` (RecBole's graph models build their adjacency matrix with it)."""
+    store = matrix._dict
+    for (row, col), value in entries.items():
+        key = (int(row), int(col))
+        if value:
+            store[key] = matrix.dtype.type(value)
+        else:
+            store.pop(key, None)
+
+
+def scipy_dok_update():
+    import scipy.sparse as sp
+
+    for cls in (sp.dok_matrix, getattr(sp, "dok_array", None)):
+        if cls is not None and not hasattr(cls, "_update") and hasattr(cls((1, 1)), "_dict"):
+            replace("scipy_dok_update", cls, "_update", _dok_update)
