@@ -178,6 +178,14 @@ def fit_resuming(original_fit, trainer, train_data, valid_data=None, verbose=Tru
     if resume_from and getattr(trainer, "resumed_from", None) is None:
         trainer.resume_checkpoint(resume_from)
     finished = getattr(trainer, "resumed_finished", None)
+    resumed = getattr(trainer, "resumed_from", None) is not None
+    if resumed and not finished and trainer.start_epoch >= trainer.epochs:
+        # RecBole would save epoch -1 over it, and the next resume would train epoch 0 again
+        trainer.logger.warning(
+            f"{trainer.resumed_from} has run {trainer.start_epoch} epoch(s) and epochs={trainer.epochs} asks for no "
+            f"more: nothing is trained and the file is left as it was. Set epochs above {trainer.start_epoch} "
+            "to go on training it.")
+        return trainer.best_valid_score, trainer.best_valid_result
     if finished == "early_stopping" or (finished and trainer.start_epoch >= trainer.epochs):
         trainer.logger.info(
             f"{trainer.resumed_from} is a finished run ({finished.replace('_', ' ')}; best validation score "

@@ -1,6 +1,7 @@
 """Safe checkpoints: plain data only, weights_only loading, atomic writes, clear refusals."""
 
 import os
+import re
 import pickle
 import zipfile
 
@@ -155,3 +156,41 @@ def test_runs_started_in_the_same_second_keep_their_own_checkpoint(tiny_config, 
     assert files[0] != files[1]
     assert all(os.path.basename(f).startswith("SASRec-Nov-24-2026_00-58-49-") for f in files)
     assert [load_checkpoint(f)["config"]["loss_type"] for f in files] == ["CE", "BPR"]
+
+
+def test_any_unreadable_checkpoint_gets_the_corrupt_file_error(tmp_path):
+    # a pickle's first bytes and then what torch's loader trips on: IndexError ("pop from empty
+    # list", "index out of range") and struct.error, none of them a pickling error
+    for garbage in (b"\x80", b"\x80\x02.", b"\x80\x02q\x00.", b"\x80\x02}q\x00(X"):
+        path = tmp_path / "garbage.pth"
+        path.write_bytes(garbage)
+        with pytest.raises(CheckpointError, match=r"not a readable torch checkpoint \(truncated or corrupt"):
+            load_checkpoint(path)
+
+
+@pytest.mark.slow
+def test_resuming_with_fewer_epochs_than_run_leaves_the_checkpoint_and_trains_no_extra_epoch(tiny_config, caplog):
+    from recbole.quick_start import run_recbole
+
+    from masan_recbole import checkpoint
+
+    config = dict(tiny_config, epochs=1, state="INFO")
+    run_recbole(model="SASRec", dataset="synth", config_dict=config)
+    (name,) = os.listdir(config["checkpoint_dir"])
+    path = os.path.join(config["checkpoint_dir"], name)
+    state = checkpoint.load_checkpoint(path)
+    state["finished"] = False  # as if the run had been killed after saving epoch 0
+    state.pop("format"), state.pop("checksum", None)
+    checkpoint.save_checkpoint(state, path)
+    before = open(path, "rb").read()
+    with caplog.at_level("INFO"):
+        run_recbole(model="SASRec", dataset="synth", config_dict=dict(config, checkpoint_file=path))
+    assert open(path, "rb").read() == before  # not rewritten with epoch -1
+    assert any("has run 1 epoch(s) and epochs=1 asks for no more" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_recbole(model="SASRec", dataset="synth", config_dict=dict(config, epochs=2, checkpoint_file=path))
+    plain = [re.sub(r"\x1b\[[0-9;]*m", "", r.getMessage()) for r in caplog.records]
+    trained = [m for m in plain if " training [time" in m]
+    assert len(trained) == 1 and "epoch 1 training" in trained[0]  # one more epoch, numbered 1
+    assert checkpoint.load_checkpoint(path)["epoch"] == 1
