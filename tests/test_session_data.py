@@ -247,3 +247,11 @@ def test_a_slice_of_real_diginetica_trains_sr_san(tmp_path):
         "inner_size": 32, "train_batch_size": 256, "show_progress": False, "state": "WARNING"})
     assert set(result["test_result"]) == {"hit@10", "hit@20", "mrr@10", "mrr@20"}
     assert 0 <= result["test_result"]["mrr@20"] <= result["test_result"]["hit@20"] <= 1
+
+
+def test_raw_diginetica_with_other_columns_names_the_file_and_its_columns(tmp_path):
+    path = tmp_path / "train-item-views.csv"
+    path.write_text("sessionId;userId;itemId;timeframe;eventdate\n1;NA;5;10;2016-05-01\n")
+    with pytest.raises(ValueError, match=r"train-item-views.csv: the header lacks column\(s\) session_id, item_id; "
+                                         r"it has \['sessionId', 'userId', 'itemId', 'timeframe', 'eventdate'\]"):
+        sessions.read_diginetica_raw(str(path))

@@ -197,7 +197,15 @@ def _numbered(ids):
 def read_diginetica_raw(path):
     """Sessions of Diginetica's ``train-item-views.csv`` (``;``-separated): clicks sorted by
     ``timeframe`` (stable), session date = ``eventdate`` of its last row in the file."""
-    df = pd.read_csv(path, sep=";", usecols=["session_id", "item_id", "timeframe", "eventdate"],
+    wanted = ["session_id", "item_id", "timeframe", "eventdate"]
+    with open(path) as f:
+        found = f.readline().rstrip("\r\n").split(";")
+    missing = [name for name in wanted if name not in found]
+    if missing:
+        raise ValueError(f"{path}: the header lacks column(s) {', '.join(missing)}; it has {found} (';'-separated). "
+                         "Diginetica's train-item-views.csv starts with session_id;user_id;item_id;timeframe;eventdate: "
+                         "is this that file?")
+    df = pd.read_csv(path, sep=";", usecols=wanted,
                      dtype={"session_id": np.int64, "item_id": np.int64, "timeframe": np.int64, "eventdate": str})
     df["session"] = _numbered(df["session_id"].to_numpy())
     last_date = df.groupby("session", sort=True)["eventdate"].last()
