@@ -38,8 +38,9 @@ def readme_command(readme):
 
 def parse_output(text):
     """Best epoch, epochs run, best validation score and test metrics from run_recbole.py's output.
-    One validation per epoch (eval_step 1, as the main command runs); the best epoch is the first
-    with the highest validation score (RecBole keeps the first of equals)."""
+    One validation per epoch (eval_step 1, as the main command runs); the best epoch is the last
+    with the highest validation score (RecBole's early stopping takes a score equal to the best as
+    the new best, so the last of equals is the model it keeps)."""
     text = ANSI.sub("", text)
     scores = [float(s) for s in re.findall(r"epoch \d+ evaluating \[.*?valid_score: ([0-9.]+)\]", text)]
     table = re.search(r"test result \(model of the best validation score, ([0-9.]+)\):\n(.+?)(?:\n\S|\Z)",
@@ -53,7 +54,7 @@ def parse_output(text):
     for row in filter(str.strip, rows):
         name, *values = row.split()
         test.update({f"{name}{k}": float(v) for k, v in zip(ks, values)})
-    return {"best_epoch": scores.index(max(scores)), "epochs_run": len(scores),
+    return {"best_epoch": len(scores) - 1 - scores[::-1].index(max(scores)), "epochs_run": len(scores),
             "best_valid_score": float(table.group(1)), "test_result": test}
 
 

@@ -115,3 +115,11 @@ def test_a_users_script_outside_the_repo_on_ml100k(tmp_path):
     numbers = json.loads(next(line for line in out.splitlines() if line.startswith('{"run"')))
     assert numbers["users"] == 944  # ml-100k from the recbole wheel, 943 users + [PAD]
     assert numbers["reloaded"] == pytest.approx(numbers["run"])
+
+
+def test_the_main_commands_best_epoch_is_the_last_of_equal_scores_as_recbole_keeps():
+    # RecBole's early_stopping takes a score equal to the best as the new best: the last one is saved
+    lines = [f"epoch {i} evaluating [time: 0.10s, valid_score: {s}]" for i, s in enumerate(["0.1", "0.3", "0.2", "0.3"])]
+    table = "test result (model of the best validation score, 0.3000):\n  metric          @10\n  mrr          0.2500\n"
+    parsed = parse_output("\n".join(lines) + "\n" + table)
+    assert (parsed["best_epoch"], parsed["epochs_run"], parsed["test_result"]) == (3, 4, {"mrr@10": 0.25})

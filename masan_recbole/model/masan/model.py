@@ -5,8 +5,9 @@ positions in the item stream) whose softmax over the attention scores becomes
 α-entmax with α chosen per sequence by ``alpha_w``. The authors' code is
 unpublished; their logs fix the module tree and parameter counts (LightSANs +
 ``alpha_w`` per layer + one extra position row), the rest is our reading of their
-abstract. With ``entmax_mode: softmax`` and LightSANs' weights the logits are
-RecBole's ``LightSANs``' logits.
+abstract. With ``entmax_mode: softmax``, ``attn_padding_mask: false`` (LightSANs' padding
+rule; the default masks padding) and LightSANs' weights the logits are RecBole's ``LightSANs``'
+logits.
 """
 
 import torch
