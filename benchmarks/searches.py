@@ -1,7 +1,7 @@
 """Run the tuned searches of benchmarks/searches.yaml with run_hyper.py --tool ray, each from a
 clone of this repository at one commit, so that work on the code meanwhile changes no search.
 
-    python -m benchmarks.searches --dataset lastfm [--models MASAN SASRec] [--commit HEAD]
+    python -m benchmarks.searches --dataset lastfm [--models MASAN SASRec] [--commit SHA]
                                   [--max_concurrent 2] [--address auto]
 
 Each search records its trials in benchmarks/results/tuning/<dataset>-<Model>.jsonl of this
@@ -67,7 +67,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--models", nargs="*", default=None, help="default: the dataset's list in searches.yaml")
-    parser.add_argument("--commit", default="HEAD", help="the commit every search of this call runs at")
+    parser.add_argument("--commit", default=None, help="the commit the searches run at (default: searches.yaml's)")
     parser.add_argument("--workdir", default=os.path.join(os.path.dirname(REPO), "searches"))
     parser.add_argument("--max_concurrent", type=int, default=2)
     parser.add_argument("--address", default=None, help="a running Ray (auto: the one on this host)")
@@ -78,7 +78,7 @@ def main(argv=None):
     if args.dataset not in matrix["datasets"]:
         raise SystemExit(f"error: {args.dataset} is not in {MATRIX}; datasets there: {', '.join(matrix['datasets'])}")
     models = args.models or matrix["datasets"][args.dataset]
-    clone = clone_at(args.commit, args.workdir)
+    clone = clone_at(args.commit or str(matrix["commit"]), args.workdir)
     os.makedirs(TRIALS, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": clone, "OMP_NUM_THREADS": "1"}
     for model in models:
