@@ -59,7 +59,10 @@ class ItemScoringRecommender(SequentialRecommender):
             self.init_sampled_softmax(config, dataset)
         self.autocast_dtype = self.pick_precision(config)
         if config["compile"]:
+            # both entry points of the scoring path: forward for prefix training and full-sort
+            # scores, encode for all-position training (a model's forward need not call encode)
             self.encode = torch.compile(self.encode)
+            self.forward = torch.compile(self.forward)
 
     def encode(self, item_seq, item_seq_len):
         """States at every position [B,L,d] of item_seq [B,L] (0 = padding)."""
