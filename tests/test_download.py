@@ -202,9 +202,30 @@ def test_names_without_a_url_keep_the_converter_message(tmp_path):
         create_dataset(config)
 
 
+# run_recbole.py as a user runs it, with RecBole's url.yaml read from a copy whose yelp entry points here
+WITH_URL_FILE = """
+import runpy, sys
+import masan_recbole.download
+url_file = sys.argv[1]
+masan_recbole.download.recbole_url_file = lambda: url_file
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def url_file_pointing_yelp_to(tmp_path, url):
+    with open(download.recbole_url_file()) as f:
+        lines = [f"yelp: {url}" if line.startswith("yelp:") else line.rstrip("\n") for line in f]
+    path = tmp_path / "url.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    assert download.dataset_url("yelp", str(path)) == url
+    return str(path)
+
+
 def run_yelp(tmp_path, url, log, **kwargs):
-    command = [sys.executable, os.path.join(ROOT, "run_recbole.py"), "--model=MASAN", "--dataset=yelp", "--epochs=1",
-               f"--data_path={tmp_path / 'data'}", f"--download_url={url}", "--hidden_size=8", "--inner_size=16",
+    command = [sys.executable, "-c", WITH_URL_FILE, url_file_pointing_yelp_to(tmp_path, url),
+               os.path.join(ROOT, "run_recbole.py"), "--model=MASAN", "--dataset=yelp", "--epochs=1",
+               f"--data_path={tmp_path / 'data'}", "--hidden_size=8", "--inner_size=16",
                "--n_layers=1", "--MAX_ITEM_LIST_LENGTH=10", "--train_batch_size=4096", "--eval_batch_size=4096"]
     with open(tmp_path / log, "w") as out:  # a file, not a pipe: nothing blocks on a full pipe
         return subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT,
