@@ -94,6 +94,21 @@ def save_checkpoint(trainer, epoch, verbose=True, **kwargs):
         trainer.logger.info(set_color("Saving current", "blue") + f": {path}")
 
 
+def save_pretrained_model(trainer, epoch, saved_model_file):
+    """RecBole's ``PretrainTrainer.save_pretrained_model`` (S3Rec's pretraining), as plain data:
+    RecBole pickled its Config, which ``torch.load`` refuses by default since torch 2.6, so the
+    finetune stage could not read what the pretraining stage wrote."""
+    state = {
+        "config": checkpoint.encode_config(trainer.config),
+        "epoch": epoch,
+        "state_dict": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "other_parameter": trainer.model.other_parameter(),
+    }
+    checkpoint.save_checkpoint(state, saved_model_file)
+    trainer.saved_model_file = saved_model_file
+
+
 def resume_checkpoint(trainer, resume_file):
     """Restore model, optimiser, scheduler, epoch, best score and (at ``fit``) every random state."""
     resume_file = str(resume_file)

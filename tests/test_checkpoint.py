@@ -194,3 +194,21 @@ def test_resuming_with_fewer_epochs_than_run_leaves_the_checkpoint_and_trains_no
     trained = [m for m in plain if " training [time" in m]
     assert len(trained) == 1 and "epoch 1 training" in trained[0]  # one more epoch, numbered 1
     assert checkpoint.load_checkpoint(path)["epoch"] == 1
+
+
+def test_pretrained_models_load_with_torchs_default_weights_only(tiny_config, tmp_path):
+    # S3Rec's finetune stage reads its pretraining file with a plain torch.load (weights_only since torch 2.6)
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.trainer.trainer import PretrainTrainer
+    from recbole.utils import get_model
+
+    config = Config(model="SASRec", dataset="synth", config_dict=dict(tiny_config, pretrain_epochs=1, save_step=1))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("SASRec")(config, train._dataset)
+    trainer = PretrainTrainer(config, model)
+    path = str(tmp_path / "pretrained.pth")
+    trainer.save_pretrained_model(0, path)
+    loaded = torch.load(path)
+    assert loaded["epoch"] == 0 and loaded["config"]["model"] == "SASRec"
+    assert all(torch.equal(loaded["state_dict"][k], v) for k, v in model.state_dict().items())

@@ -169,7 +169,7 @@ INVENTORY = (
           "tests/test_entry_points.py::test_run_recbole_cli_two_processes_on_cpu",
           "RecBole spawns through an importable entry point", plugin.spawning_run, kind="feature"),
     Patch("safe_checkpoints", "Trainer.__init__/_save_checkpoint/_valid_epoch/evaluate, "
-          "recbole.quick_start.load_data_and_model",
+          "PretrainTrainer.save_pretrained_model, recbole.quick_start.load_data_and_model",
           "torch >= 2.6 refuses RecBole's pickled Config; checkpoints become plain data with a checksum, "
           "id maps and the data's fingerprint, written atomically, holding the best epoch's own result",
           "tests/test_checkpoint.py::test_trainer_checkpoints_load_with_weights_only",

@@ -100,6 +100,7 @@ def safe_checkpoints():
     wrap("safe_checkpoints", Trainer, "_valid_epoch", trainer.remember_valid_result)
     for module in (recbole.quick_start, quick_start):
         replace("safe_checkpoints", module, "load_data_and_model", load_data_and_model)
+    replace("safe_checkpoints", trainer_module.PretrainTrainer, "save_pretrained_model", trainer.save_pretrained_model)
 
 
 def exact_resume():
