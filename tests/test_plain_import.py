@@ -85,3 +85,16 @@ def test_recboles_models_keep_recboles_dataset_defaults():
     assert python(code) == '[{"RS": [0.8, 0.1, 0.1]}, {"LS": "valid_and_test"}]'
     opted = python(code.replace("import json, masan_recbole", "import json, masan_recbole; masan_recbole.opt_in()"))
     assert opted == '[{"LS": "valid_and_test"}, {"LS": "valid_and_test"}]'
+
+
+def test_a_missing_recbole_names_the_install_for_this_python():
+    out = python("""
+        import sys
+        sys.modules["recbole"] = None  # as if RecBole were not installed
+        try:
+            import masan_recbole
+        except ImportError as e:
+            print(e)
+    """)
+    no_deps = "--no-deps " if sys.version_info >= (3, 12) else ""
+    assert out == f"masan_recbole needs RecBole 1.2.1, which is not installed: pip install {no_deps}recbole==1.2.1"
