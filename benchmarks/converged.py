@@ -15,9 +15,9 @@ and epoch times). Started again, a run resumes from ``latest.pth`` with the proj
 so it ends with the numbers an uninterrupted run would have had. A session's checkout may be new
 (nothing gitignored survives it), so after every validated epoch the run also copies its resume
 point into one file, ``<out>/parked/<run>.pth`` (``latest.pth``, ``progress.json``, and ``best.pth``
-without its optimizer state, which only training needs), which is committed at the end of a
-session; a run with no ``.state`` resumes from its parked copy, and the copy is deleted when the
-run stops early. One thread per process by default: on a 2-core machine start ``--all`` twice; a
+without its optimizer state, which only training needs), which stays on this machine (git-ignored:
+no checkpoint enters git); a run with no ``.state`` resumes from its parked copy where one exists,
+else starts again, and the copy is deleted when the run stops early. One thread per process by default: on a 2-core machine start ``--all`` twice; a
 process takes the first pending run that no living process holds (``.state/<run>/lock``).
 
 The result file holds ``model``, ``dataset``, ``seed``, ``best_epoch``, ``epochs_run``,
@@ -63,8 +63,8 @@ def run_name(model, dataset, seed):
 
 
 def parked_file(out, name, part=""):
-    """Where a run's resume point is kept for a later session: ``<out>/parked/<run><part>.pth``,
-    committed (``part`` ".refit" for a refit's)."""
+    """Where a run's resume point is kept for a later process: ``<out>/parked/<run><part>.pth``,
+    git-ignored (``part`` ".refit" for a refit's)."""
     return os.path.join(out, "parked", f"{name}{part}.pth")
 
 

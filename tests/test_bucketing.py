@@ -166,6 +166,7 @@ def scores_by_user(model, loader):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_name, overrides", [
     ("SASRec", {}),
     ("SR-SAN", {"dropout_prob": 0.1, "lr_scheduler": None}),

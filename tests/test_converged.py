@@ -113,6 +113,7 @@ def test_a_resume_point_is_one_epochs_files(tmp_path, best_epoch, accepted):
         converged.resume_progress(curve(0.1, 0.3, 0.2), 4, str(tmp_path), "parked.pth", bigger=True)
 
 
+@pytest.mark.slow
 def test_a_state_mixed_from_two_epochs_is_refused(tiny_config, tmp_path):
     from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
 
@@ -319,6 +320,7 @@ def test_the_history_is_every_interaction_but_the_test_target(tiny_config):
         converged.user_histories(dataset)  # data_preparation has built it since
 
 
+@pytest.mark.slow
 def test_rescore_adds_the_history_fields_and_nothing_else(tiny_config, tmp_path, capsys):
     out = tmp_path / "out"
     record = converged.train("SASRec", SYNTH, 2020, dict(tiny(tiny_config), epochs=2), out=str(out))
@@ -346,6 +348,7 @@ def test_rescore_adds_the_history_fields_and_nothing_else(tiny_config, tmp_path,
     assert record["test_result_history_excluded"] == written["test_result_history_excluded"]
 
 
+@pytest.mark.slow
 def test_session_files_have_no_history_to_exclude(tmp_path):
     # SR-GNN's files: no time column and no user behind a row, so only RecBole's protocol applies
     from masan_recbole.data import convert

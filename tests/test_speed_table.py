@@ -3,9 +3,12 @@ the bucketed/padded ratios, the issue's same-run model ratios and the timed batc
 
 import json
 
+import pytest
+
 from benchmarks import speed_table
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_and_markdown_with_ratios(tiny_config, tmp_path):
     out = tmp_path / "results"
     report = speed_table.main(["--datasets", "synth", "--quick", "--out", str(out)],
