@@ -39,10 +39,15 @@ def clone_at(commit, workdir):
 
 
 def recorded(path):
+    """Trials of a search that ended with a result (a failed trial runs again on resume)."""
     if not os.path.exists(path):
         return 0
     with open(path) as f:
-        return sum(1 for line in f if line.strip())
+        done = {}
+        for line in filter(str.strip, f):
+            record = json.loads(line)
+            done[record["sample"]] = record.get("status") != "error"
+    return sum(done.values())
 
 
 def search_command(clone, dataset, model, budget, trials_file, max_concurrent, address):
@@ -56,7 +61,7 @@ def search_command(clone, dataset, model, budget, trials_file, max_concurrent, a
                "--output_file", os.path.join(clone, f"hyper_result-{dataset}-{model}.txt"),
                "--storage_path", os.path.join(clone, "saved", "ray"),
                f"--epochs={budget['epochs']}", f"--stopping_step={budget['stopping_step']}", f"--seed={budget['seed']}"]
-    if recorded(trials_file):
+    if os.path.exists(trials_file) and os.path.getsize(trials_file):
         command.append("--resume")
     if address:
         command += ["--address", address]

@@ -130,7 +130,9 @@ def code_version():
 
 
 def read_trials(path, search_key):
-    """The trials recorded in ``path`` for the search ``search_key``, by sample index. A file of
+    """The trials recorded in ``path`` for the search ``search_key``, by sample index (a sample's
+    last line wins). A trial that failed is left out, so a resumed search runs it again: most
+    failures are the machine's (a worker killed for memory, a stop), not the trial's. A file of
     another search (other model, space, seed, budget...) is refused rather than mixed in."""
     records = {}
     with open(path) as f:
@@ -150,7 +152,7 @@ def read_trials(path, search_key):
                 raise ValueError(f"{path} records another search (it differs in {', '.join(differ)}); "
                                  "resume it with its own settings or give another --trials_file")
             records[sample] = record
-    return records
+    return {sample: record for sample, record in records.items() if record.get("status") != "error"}
 
 
 def prime_asha(scheduler, records, metric_sign):

@@ -213,6 +213,13 @@ def test_a_stopped_search_resumes_with_only_the_missing_trials(params_file, monk
     assert rungs[1] == {"recorded_0": 0.1, "recorded_1": 0.05}
     assert sorted(records) == [0, 1, 2, 3] and len((tmp_path / "trials.jsonl").read_text().splitlines()) == 4
     assert (tmp_path / "out.txt").read_text().count("Valid result") == 4
+    # a trial that failed (a worker killed for memory) runs again on the next resume
+    failed = dict(records[3], status="error", error="failed: the node ran low on memory")
+    with open(tmp_path / "trials.jsonl", "a") as f:
+        f.write(json.dumps(failed) + "\n")
+    asked.clear()
+    main_hyper(flags + ["--resume"])
+    assert asked["config"] == {"sample": {"grid_search": [3]}}
     # the same file with another budget is another search
     with pytest.raises(SystemExit):
         main_hyper(flags[:4] + ["5"] + flags[5:] + ["--resume"])

@@ -17,7 +17,8 @@ def test_each_search_gets_the_budget_its_data_config_and_resumes_from_its_trials
     assert "--params_file=/clone/configs/hyper/tuned/MASAN.test" in first
     assert first[first.index("--num_samples") + 1] == str(budget["num_samples"])
     assert f"--epochs={budget['epochs']}" in first and first[first.index("--grace_period") + 1] == str(budget["grace_period"])
-    trials.write_text('{"sample": 0}\n')
+    trials.write_text('{"sample": 0, "status": "tested"}\n{"sample": 1, "status": "error"}\n')
+    assert searches.recorded(str(trials)) == 1  # the failed trial is still to run
     again = searches.search_command("/clone", "lastfm", "MASAN", budget, str(trials), 2, "auto")
     assert again[-3:] == ["--resume", "--address", "auto"]
     # every model of every dataset has a search space, and the budget covers the minimum
