@@ -169,7 +169,7 @@ else
   step gpu 60 "nvidia-smi; nvidia-smi -L; \"\$PY\" -c 'import torch; print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available(), \"devices\", torch.cuda.device_count()); print(torch.cuda.get_device_name(0), \"bf16\", torch.cuda.is_bf16_supported())'"
   step tests-fast "$TEST_TIMEOUT" "cd '$REPO' && \"\$PY\" -m pytest -q -m 'not slow' -p no:cacheprovider \$(\"\$PY\" -c 'import xdist' 2>/dev/null && echo '-n 8')"
 fi
-step tests-cuda "$TEST_TIMEOUT" "cd '$REPO' && \"\$PY\" -m pytest -q -p no:cacheprovider -k cuda tests/test_bad_input.py tests/test_patches.py tests/test_reproduce.py"
+step tests-cuda "$TEST_TIMEOUT" "cd '$REPO' && \"\$PY\" -m pytest -q -p no:cacheprovider -k cuda tests/test_bad_input.py tests/test_patches.py tests/benchmarks/test_reproduce.py"
 
 RUN="\"\$PY\" '$REPO/run_recbole.py' --dataset=ml-100k --show_progress=False${DEVICE:+ $DEVICE}${SMALL:+ $SMALL}"
 step bf16-MASAN "$STEP_TIMEOUT" "$RUN --model=MASAN --epochs=1 --mixed_precision=bf16"

@@ -12,7 +12,7 @@ import yaml
 
 from conftest import SYNTH
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if REPO not in sys.path:  # benchmarks/ is a folder of the repository, not an installed package
     sys.path.insert(0, REPO)
 

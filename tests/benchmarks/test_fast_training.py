@@ -240,7 +240,7 @@ def benchmarks_module(name):
     import os
     import sys
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if repo not in sys.path:
         sys.path.insert(0, repo)
     return importlib.import_module(f"benchmarks.{name}")
@@ -251,7 +251,7 @@ def test_summarise_reads_result_files_without_a_schema_version(tmp_path):
     import os
 
     fast_training = benchmarks_module("fast_training")
-    results = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results")
+    results = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "benchmarks", "results")
     legacy = os.path.join(results, "fast_training-ml-100k-cpu.json")  # written before schema_version
     with open(legacy) as f:
         report = json.load(f)
