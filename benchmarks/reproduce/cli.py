@@ -3,16 +3,18 @@ MASAN, ASRec, SASRec and SR-SAN beside RecBole's own SASRec, LightSANs and FEARe
 with the same data config, seed and epoch budget, in one run.
 
     python -m benchmarks.reproduce --preset quick|full [--device auto|cpu|cuda]
-        [--models M ...] [--datasets D ...] [--epochs N] [--run NAME]
+        [--models M ...] [--datasets D ...] [--epochs N] [--set KEY=VALUE ...] [--baseline M] [--run NAME]
         [--data-path dataset] [--shared ../shared/datasets]
         [--preset-file benchmarks/presets.yaml] [--anchors benchmarks/anchors.yaml]
         [--out-dir benchmarks/results] [--in-process] [--threads N]
 
 Presets (datasets, models, shared settings, per-model overrides) are data in
 benchmarks/presets.yaml; published figures in benchmarks/anchors.yaml. A dataset missing from
---data-path is converted from --shared first (masan_recbole.data.convert). Writes, in --out-dir,
-with the run name (default reproduce-<preset>-<device>, plus -partial when --models, --datasets
-or --epochs narrow the preset):
+--data-path is converted from --shared first (masan_recbole.data.convert). --set gives every model
+of the run the same RecBole settings (e.g. --set hidden_size=64 MAX_ITEM_LIST_LENGTH=50), above the
+preset's own; --baseline M replaces the presets file's speed pairs by every other model against M.
+Writes, in --out-dir, with the run name (default reproduce-<preset>-<device>, plus -partial when
+--models, --datasets, --epochs or --set change the preset):
 
   <run>.json          per model: every metric, seconds per train epoch, eval seconds, peak memory,
                       epochs run, validation curve, config and its hash, or the error; device,
@@ -33,7 +35,7 @@ import os
 import sys
 
 from benchmarks.harness import BENCHMARKS, REPO, clock, config_hash, environment, now, write_json, write_text
-from benchmarks.reproduce.planning import ensure_dataset, load_presets, load_yaml, plan, settings_layers
+from benchmarks.reproduce.planning import ensure_dataset, load_presets, load_yaml, plan, setting, settings_layers
 from benchmarks.reproduce.reporting import fmt, markdown, plots, speed_ratios
 from benchmarks.reproduce.running import peak_memory, run_job
 
@@ -46,6 +48,9 @@ def parse_args(argv):
     parser.add_argument("--models", nargs="+", help="run only these models of the preset (or others of the file)")
     parser.add_argument("--datasets", nargs="+", help="run only these datasets")
     parser.add_argument("--epochs", type=int, help="epoch budget instead of the preset's")
+    parser.add_argument("--set", nargs="+", type=setting, default=[], metavar="KEY=VALUE",
+                        help="RecBole settings for every model, above the preset's (values read as YAML)")
+    parser.add_argument("--baseline", help="speed ratios of every other model of the run against this one")
     parser.add_argument("--run", help="name of the result files (default reproduce-<preset>-<device>[-partial])")
     parser.add_argument("--data-path", default=os.path.join(REPO, "dataset"),
                         help="RecBole data_path; missing datasets are converted into it (default <repo>/dataset)")
@@ -64,14 +69,14 @@ def new_report(args, argv, spec, jobs, skipped, device):
     """The report of a run before any job: what runs, with which settings, where and with what."""
     preset_config = spec["presets"][args.preset]
     datasets = list(dict.fromkeys(j["dataset"] for j in jobs))
-    partial = bool(args.models or args.datasets or args.epochs)
+    partial = bool(args.models or args.datasets or args.epochs or args.set)
     run = args.run or f"reproduce-{args.preset}-{device}" + ("-partial" if partial else "")
     return {
         "benchmark": "reproduce", "run": run, "preset": args.preset,
         "description": preset_config.get("description", ""), "partial": partial,
         "command": "python -m benchmarks.reproduce " + " ".join(sys.argv[1:] if argv is None else argv),
         "preset_config": preset_config,
-        "settings": settings_layers(preset_config, datasets, args.epochs),
+        "settings": settings_layers(preset_config, datasets, args.epochs, dict(args.set)),
         "config_hash": config_hash([[j["dataset"], j["model"], j["config"], [os.path.basename(f) for f in j["config_files"]]]
                                     for j in jobs]),
         **environment(device, args.threads), "isolated": not args.in_process,
@@ -82,6 +87,13 @@ def new_report(args, argv, spec, jobs, skipped, device):
         "kinds": spec["kinds"], "skipped": skipped, "converted": {},
         "results": {}, "speed_ratios": [],
     }
+
+
+def speed_pairs(spec, jobs, baseline=None):
+    """[ours, reference] pairs of the speed table: the presets file's, or each model against --baseline."""
+    if not baseline:
+        return spec.get("speed_pairs") or []
+    return [[model, baseline] for model in dict.fromkeys(j["model"] for j in jobs) if model != baseline]
 
 
 def run_jobs(report, jobs, spec, args, prefix, anchors_spec):
@@ -112,7 +124,7 @@ def run_jobs(report, jobs, spec, args, prefix, anchors_spec):
                   f"peak {fmt(result['peak_memory_mb'], 0)} MB, {result['wall_seconds']:.0f} s", flush=True)
         else:
             print(f"    FAILED: {result['error'].splitlines()[0]}", flush=True)
-        report["speed_ratios"] = speed_ratios(report["results"], spec.get("speed_pairs") or [])
+        report["speed_ratios"] = speed_ratios(report["results"], speed_pairs(spec, jobs, args.baseline))
         report["wall_seconds"] = clock() - start
         report["finished"] = now()
         write_json(prefix + ".json", report, indent=1)  # after every model: a later crash keeps these
@@ -123,7 +135,10 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         spec = load_presets(args.preset_file)
-        jobs, skipped = plan(spec, args.preset, args.models, args.datasets, args.epochs, path=args.preset_file)
+        jobs, skipped = plan(spec, args.preset, args.models, args.datasets, args.epochs, path=args.preset_file,
+                             settings=dict(args.set))
+        if args.baseline and args.baseline not in {j["model"] for j in jobs}:
+            raise ValueError(f"--baseline {args.baseline} is not a model of this run")
         anchors_spec = load_yaml(args.anchors, "anchors")
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

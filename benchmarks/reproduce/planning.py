@@ -46,21 +46,33 @@ def model_config_files(model, alias):
     return [path] if os.path.isfile(path) else []
 
 
-def settings_layers(preset, datasets, epochs=None):
+def settings_layers(preset, datasets, epochs=None, settings=None):
     """The preset's settings as the jobs receive them: ``shared``, per dataset of ``datasets`` and
-    per-model ``overrides`` (lowest priority first). A command-line ``epochs`` is the top layer: it
-    becomes the shared epochs and replaces any dataset's or model's own."""
+    per-model ``overrides`` (lowest priority first). The command line's ``settings`` (--set) and
+    ``epochs`` are the top layer: they join the shared settings and replace any dataset's or
+    model's own value of the same key."""
     shared = dict(preset.get("shared") or {})
     per_dataset = {d: dict((preset.get("datasets") or {}).get(d) or {}) for d in datasets}
     overrides = {m: dict(o or {}) for m, o in (preset.get("overrides") or {}).items()}
+    top = dict(settings or {})
     if epochs is not None:
-        shared["epochs"] = epochs
-        for layer in (*per_dataset.values(), *overrides.values()):
-            layer.pop("epochs", None)
+        top["epochs"] = epochs
+    shared.update(top)
+    for layer in (*per_dataset.values(), *overrides.values()):
+        for key in top:
+            layer.pop(key, None)
     return {"shared": shared, "datasets": per_dataset, "overrides": overrides}
 
 
-def plan(spec, preset_name, models=None, datasets=None, epochs=None, path="presets file"):
+def setting(item):
+    """One ``--set key=value`` as (key, value), the value read as YAML (64 -> int, true -> bool)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set takes key=value, got {item!r}")
+    return key, yaml.safe_load(value)
+
+
+def plan(spec, preset_name, models=None, datasets=None, epochs=None, path="presets file", settings=None):
     """The (dataset, model) jobs of a preset with their settings (:func:`settings_layers`), and the
     pairs left out because the model does not run on that kind of data."""
     if preset_name not in spec["presets"]:
@@ -72,7 +84,7 @@ def plan(spec, preset_name, models=None, datasets=None, epochs=None, path="prese
     _known(spec, "models", model_names, path)
     if epochs is not None and epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {epochs}")
-    layers = settings_layers(preset, dataset_names, epochs)
+    layers = settings_layers(preset, dataset_names, epochs, settings)
     jobs, skipped = [], []
     for dataset in dataset_names:
         entry = spec["datasets"][dataset]

@@ -101,10 +101,10 @@ def dataset_table(dataset, by_model, report, anchors, protocols):
 
 def speed_table(report, speed_anchors):
     rows = report["speed_ratios"]
-    lines = ["## Speed: ours vs RecBole's, measured in the same run", ""]
+    lines = ["## Speed ratios, measured in the same run", ""]
     if not rows:
         return lines + ["No speed pair (e.g. SASRec with RecBoleSASRec) ran on the same dataset.", ""]
-    lines += ["| dataset | ours | reference | train s/epoch (ours / ref) | × | full-sort eval s (ours / ref) | × | shapes |",
+    lines += ["| dataset | model | reference | train s/epoch (model / ref) | × | full-sort eval s (model / ref) | × | shapes |",
               "|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         shapes = "same" if r["same_shapes"] else "differ: " + ", ".join(

@@ -152,7 +152,7 @@ def planned_report(presets, *extra):
     """The report ``main`` starts from (no job run yet), as its Markdown header shows it."""
     args = reproduce.parse_args(["--preset", "tiny", "--preset-file", presets, *extra])
     spec = reproduce.load_presets(presets)
-    jobs, skipped = reproduce.plan(spec, "tiny", args.models, args.datasets, args.epochs)
+    jobs, skipped = reproduce.plan(spec, "tiny", args.models, args.datasets, args.epochs, settings=dict(args.set))
     report = cli.new_report(args, [], spec, jobs, skipped, "cpu")
     return report, dict(report, wall_seconds=0.0)
 
@@ -179,6 +179,27 @@ def test_the_header_shows_the_epochs_used_and_the_run_hash_follows_the_settings(
     assert planned_report(presets)[0]["config_hash"] == as_written["config_hash"] != narrowed["config_hash"]
     assert planned_report(presets, "--epochs", "1")[0]["config_hash"] == narrowed["config_hash"]
     assert planned_report(presets, "--models", "SASRec")[0]["config_hash"] != as_written["config_hash"]
+
+
+def test_set_gives_every_model_the_same_settings_and_baseline_pairs_every_model_with_it(tmp_path, capsys):
+    presets, _ = write_files(tmp_path, ["SASRec", "RecBoleSASRec"], overrides={"SASRec": {"hidden_size": 24}})
+    spec = yaml.safe_load((tmp_path / "presets.yaml").read_text())
+    spec["presets"]["tiny"]["datasets"][SYNTH] = {"MAX_ITEM_LIST_LENGTH": 10}
+    (tmp_path / "presets.yaml").write_text(yaml.safe_dump(spec))
+
+    extra = ["--set", "hidden_size=64", "MAX_ITEM_LIST_LENGTH=50", "loss_type=CE", "--baseline", "RecBoleSASRec"]
+    report, shown = planned_report(presets, *extra)
+    args = reproduce.parse_args(["--preset", "tiny", "--preset-file", presets, *extra])
+    jobs, _ = reproduce.plan(reproduce.load_presets(presets), "tiny", settings=dict(args.set))
+    for job in jobs:  # above the shared, per-dataset and per-model layers; values read as YAML
+        assert (job["config"]["hidden_size"], job["config"]["MAX_ITEM_LIST_LENGTH"]) == (64, 50)
+    assert report["settings"]["shared"]["hidden_size"] == 64 and report["settings"]["overrides"]["SASRec"] == {}
+    assert report["partial"] and "hidden_size 64" in reproduce.markdown(shown, {})
+    assert cli.speed_pairs(spec, jobs, "RecBoleSASRec") == [["SASRec", "RecBoleSASRec"]]
+    assert cli.speed_pairs(spec, jobs) == spec["speed_pairs"]
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--preset", "tiny", "--set", "hidden_size"])
+    assert "invalid setting value: 'hidden_size'" in capsys.readouterr().err
 
 
 def test_config_hash_is_equal_for_equal_settings_only():
@@ -221,6 +242,7 @@ def test_result_files_carry_the_schema_version_and_old_ones_still_read(tmp_path)
     (["--datasets", "nowhere"], "unknown datasets ['nowhere']"),
     (["--models", "SR-SAN"], "nothing to run"),
     (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--baseline", "LightSANs"], "--baseline LightSANs is not a model of this run"),
 ])
 def test_bad_input_is_named(tmp_path, capsys, extra, message):
     presets, anchors = write_files(tmp_path, ["SASRec"])
