@@ -33,6 +33,7 @@ import yaml
 
 from benchmarks.converged import MATRIX, OUT, load_matrix, record_state
 from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
+from benchmarks.per_user import unpack
 
 DOC = os.path.join(REPO, "docs", "results.md")
 ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
@@ -103,8 +104,8 @@ def paired_test(a, b, key=PER_USER):
     over the users both hold."""
     from scipy.stats import wilcoxon
 
-    x_by_user = dict(zip(a[key]["users"], a[key]["ndcg"]))
-    y_by_user = dict(zip(b[key]["users"], b[key]["ndcg"]))
+    x_by_user = dict(zip(*unpack(a[key])))
+    y_by_user = dict(zip(*unpack(b[key])))
     users = sorted(x_by_user.keys() & y_by_user.keys())
     x, y = [x_by_user[u] for u in users], [y_by_user[u] for u in users]
     diffs = [p - q for p, q in zip(x, y)]

@@ -10,11 +10,17 @@ from scipy.stats import wilcoxon
 
 from benchmarks import converged_report as report
 from benchmarks.harness import BENCHMARKS
+from benchmarks.per_user import pack
 
 USERS = list(range(1, 41))
 # per-user NDCG@10 of 40 test users: MASAN better than LightSANs on most of them
 MASAN_2020 = [round(0.05 * (u % 7), 6) for u in USERS]
 LIGHTSANS_2020 = [round(max(0.0, 0.05 * (u % 7) - 0.02 * (u % 3)), 6) for u in USERS]
+
+
+def per_user_field(ndcg):
+    """As benchmarks.converged writes it: the packed lists and their mean."""
+    return {**pack(USERS, ndcg), "mean": sum(ndcg) / len(ndcg)}
 
 
 def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best_epoch=7, excluded=None,
@@ -27,7 +33,7 @@ def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best
         "valid_metric": "NDCG@20", "best_valid_score": curve[best_epoch]["score"],
         "test_result": {"hit@10": hit10, "ndcg@10": ndcg10, "hit@20": hit10 + 0.02, "ndcg@20": ndcg10 + 0.01},
         "valid_curve": curve, "train_seconds_per_epoch": 100.0, "valid_seconds_per_epoch": 20.0,
-        "parameters": 1234, "per_user_ndcg@10": {"users": USERS, "ndcg": per_user},
+        "parameters": 1234, "per_user_ndcg@10": per_user_field(per_user),
         "settings": {}, "config": {}, "device": "cpu", "versions": {},
     }
     if label:
@@ -36,7 +42,7 @@ def result(model, seed, ndcg10, hit10, per_user, label=None, epochs_run=12, best
         record["test_result_history_excluded"] = {"hit@10": excluded[1], "ndcg@10": excluded[0],
                                                   "hit@20": excluded[1] + 0.03, "ndcg@20": excluded[0] + 0.02}
     if per_user_excluded:
-        record["per_user_ndcg@10_history_excluded"] = {"users": USERS, "ndcg": per_user_excluded}
+        record["per_user_ndcg@10_history_excluded"] = per_user_field(per_user_excluded)
     return record
 
 

@@ -1,14 +1,19 @@
 """benchmarks.per_user: pack and unpack give back the same users and values in the same order, for
 the shapes result files hold (one run of user ids, sessions repeating an id) and for any other."""
 
+import glob
 import json
+import os
 import random
 
 import pytest
 
+from benchmarks.harness import BENCHMARKS
 from benchmarks.per_user import pack, unpack
 
 NDCG = [0.0, 1.0, 0.63093, 0.5, 0.430677, 0.386853, 0.356207, 0.333333, 0.315465, 0.30103, 0.289065]
+RESULTS = os.path.join(BENCHMARKS, "results", "converged")
+PER_USER_KEYS = ("per_user_ndcg@10", "per_user_ndcg@10_history_excluded")
 
 
 def round_trip(users, values):
@@ -49,3 +54,21 @@ def test_empty_lists_and_the_plain_form():
     with pytest.raises(ValueError):
         pack([1, 2], [0.0])
 
+
+def result_files():
+    return sorted(glob.glob(os.path.join(RESULTS, "*.json")))
+
+
+@pytest.mark.parametrize("path", result_files(), ids=os.path.basename)
+def test_the_result_files_lists_round_trip_and_give_their_recorded_mean(path):
+    with open(path) as f:
+        record = json.load(f)
+    held = [record[key] for key in PER_USER_KEYS if record.get(key)]
+    assert held, "no per-user figures"
+    for packed in held:
+        assert "users" not in packed, "plain lists: pack them"
+        users, values = unpack(packed)
+        assert round_trip(users, values) == (users, values)
+        assert {k: v for k, v in packed.items() if k in pack(users, values)} == pack(users, values)
+        # the mean was computed from the plain lists when the run was scored: the same sum, the same order
+        assert sum(values) / len(values) == packed["mean"]
