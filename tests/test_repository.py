@@ -8,6 +8,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIMIT = 2 * 1024 * 1024
+# result files are read in review and diffed in every commit that touches them: per-user lists go
+# packed (benchmarks.per_user), so a file stays well under this
+RESULT_LIMIT = 100 * 1024
 
 
 def tracked_files():
@@ -25,6 +28,14 @@ def test_no_tracked_file_is_over_2_mb_or_a_checkpoint():
     assert not big, f"tracked files over 2 MB: {big}"
     checkpoints = [name for name in files if name.endswith((".pth", ".pt", ".ckpt"))]
     assert not checkpoints, f"checkpoints tracked: {checkpoints}"
+
+
+def test_every_result_json_is_under_100_kb():
+    results = [name for name in tracked_files() if name.startswith("benchmarks/results/") and name.endswith(".json")]
+    assert results
+    big = [(name, os.path.getsize(os.path.join(ROOT, name))) for name in results
+           if os.path.isfile(os.path.join(ROOT, name)) and os.path.getsize(os.path.join(ROOT, name)) > RESULT_LIMIT]
+    assert not big, f"result files over 100 KB: {big}"
 
 
 def test_gitignore_keeps_checkpoints_out():
