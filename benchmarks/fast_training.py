@@ -1,19 +1,19 @@
-"""Fast training against RecBole's SASRec, same data, seeds and process.
+"""Fast training against RecBole's SASRec, same data, seeds and process: what all-position
+training and the sampled softmax save per epoch and in wall-clock to RecBole's best validation score.
 
     python -m benchmarks.fast_training --dataset ml-100k lastfm --seeds 2020 2021 \
-        [--prefix-epochs 5] [--fast-epochs 100] [--fast-batch-size 128] [--device cpu|cuda] [--threads N] \
-        [--key=value ...]
+        [--variants NAME ...] [--prefix-epochs 5] [--fast-epochs 100] [--fast-batch-size 128] \
+        [--stopping-step 5] [--device cpu|cuda] [--threads N] [--out DIR] [--key=value ...]
 
-Four variants per dataset and seed: RecBole's SASRec (prefix samples, CE), ours
-(prefix, CE), ours (all positions, CE), ours (all positions, sampled softmax). Each
-records seconds per training epoch, the validation score after every epoch, epochs
-and wall-clock (train + validation) to its best validation score, the wall-clock at
-which it first reaches RecBole's best validation score of the same seed, and test
-metrics of its best checkpoint (without the baseline among ``--variants``, no ratios:
-an accuracy-only run). Prefix variants run ``--prefix-epochs`` epochs (on a
-CPU this budget, not convergence, usually ends them: the table says so); the fast
-variants run up to ``--fast-epochs`` with early stopping. Results:
-``benchmarks/results/fast_training-<dataset>-<device>.json`` and ``.md``.
+Variants per dataset and seed (``--variants`` picks some; RecBole's SASRec, the baseline, always
+runs): RecBole's SASRec (prefix samples, CE), ours (prefix, CE), ours (all positions, CE), ours
+(all positions, sampled softmax, uniform or in-batch negatives). Each records seconds per training
+epoch, the validation score after every epoch, epochs and wall-clock (train + validation) to its
+best validation score, the wall-clock at which it first reaches RecBole's best validation score of
+the same seed, and test metrics of its best checkpoint. Prefix variants run ``--prefix-epochs``
+epochs; the all-position variants run up to ``--fast-epochs`` with early stopping. Converged
+comparisons are benchmarks.converged's. ``--key=value`` settings go to every variant. Results:
+``<out>/fast_training-<dataset>-<device>.json`` and ``.md``, rewritten after every variant.
 """
 
 import argparse
@@ -23,8 +23,7 @@ import sys
 
 import torch
 
-from benchmarks.harness import (describe_device, environment, mean_half_range, read_result, run_model, write_json,
-                                write_text)
+from benchmarks.harness import describe_device, environment, mean_half_range, run_model, write_json, write_text
 from masan_recbole.data.all_positions import window_stride
 from masan_recbole.model.base import SSM_CORRECTION
 
@@ -75,15 +74,9 @@ def run_variant(model_name, dataset, config_dict):
     return run
 
 
-def first_epoch_reaching(run, score):
-    """1-based number of the first epoch whose validation score is >= ``score`` (None if never)."""
-    return next((i for i, e in enumerate(run["epochs"], 1) if e.get("valid_score", -1) >= score), None)
-
-
 def wall_to_reach(run, score):
     """Wall-clock at the first epoch whose validation score is >= ``score`` (None if never)."""
-    epoch = first_epoch_reaching(run, score)
-    return None if epoch is None else run["epochs"][epoch - 1]["wall_s"]
+    return next((e["wall_s"] for e in run["epochs"] if e.get("valid_score", -1) >= score), None)
 
 
 def mean_spread(values):
@@ -118,17 +111,14 @@ def fmt(value, spec=".2f"):
 def markdown(report):
     metric = report["valid_metric"]
     names = {name for runs in report["runs"].values() for name in runs}
-    budgets = []
-    if any("all positions" not in name for name in names):
-        budgets.append(f"prefix variants {report['prefix_epochs']} epochs (budget)")
+    budgets = [f"prefix variants {report['prefix_epochs']} epochs (budget)"]
     if any("all positions" in name for name in names):
         budgets.append(f"fast variants up to {report['fast_epochs']}")
     lines = [
         f"Dataset {report['dataset']}, device {describe_device(report)}, seeds {report['seeds']}; {', '.join(budgets)}; "
-        f"early stopping {report['stopping_step']}. Validation metric {metric}. "
-        + ("Ratios against RecBole's SASRec of the same seed; 'to RecBole's best' = wall-clock until the "
-           "variant's validation score first reaches RecBole's best." if BASELINE in names else
-           "No baseline in this run: accuracy only.")
+        f"early stopping {report['stopping_step']}. Validation metric {metric}. Ratios against RecBole's "
+        "SASRec of the same seed; 'to RecBole's best' = wall-clock until the variant's validation score "
+        "first reaches RecBole's best."
         + (f" Settings: {' '.join(report['settings'])}." if report["settings"] else ""),
         "",
         "| variant | seed | train rows | s/epoch | × | epochs (best) | wall to own best s | to RecBole's best s | × "
@@ -155,7 +145,7 @@ def markdown(report):
         runs = [r[name] for r in report["runs"].values() if "test" in r.get(name, {})]
         if not runs:
             continue
-        # without the baseline in this run there are no ratios (None); with it, None = never reached
+        # no ratios (None) where the baseline of that seed failed; a None ratio = never reached
         ratios = [r.get("ratios") for r in runs]
         per_epoch = [r and r["seconds_per_epoch"] for r in ratios]
         to_best = [r and (NEVER if r["wall_to_baseline_best"] is None else r["wall_to_baseline_best"]) for r in ratios]
@@ -167,86 +157,12 @@ def markdown(report):
     return "\n".join(lines) + "\n"
 
 
-# Result files written before the stride was recorded (and its default became L/10) used L/2.
-OLD_DEFAULT_STRIDE = "L/2 (default before 34398e3)"
-# Sampled-softmax runs recorded before the logQ fix of aef39a7 corrected every logit by
-# -log q (so uniform negatives went uncorrected); since then only the negatives, by -log(K q).
-OLD_SSM_CORRECTION = "SSM logits as before the logQ fix"
-NEUTRAL_SETTINGS = ("--checkpoint_dir=", "--state=", "--data_path=", "--show_progress=")
-
-
-def summarise(paths):
-    """One accuracy table (markdown) from several result files of one dataset, e.g. long
-    RecBole runs and the fast variants measured in separate processes. Runs are grouped by
-    variant, training budget and result-affecting settings; seeds of a group are averaged.
-    Timings are left out: they come from different processes and are not comparable. The
-    cost column counts training rows instead (RecBole prefix samples or windows, one encoder
-    pass over at most L items each) processed until the validation score first reaches the
-    best of RecBole's SASRec with the same seed, as a ratio of the rows RecBole needed. Reads
-    every schema version (benchmarks/harness.py): the keys it uses are the same in all."""
-    groups, datasets, metric = {}, set(), None
-    for path in paths:
-        report = read_result(path)
-        datasets.add(report["dataset"])
-        metric = report["valid_metric"]
-        settings = " ".join(s for s in report["settings"]
-                            if not s.startswith(NEUTRAL_SETTINGS + ("--train_window_stride=",)))
-        given = [s.split("=", 1)[1] for s in report["settings"] if s.startswith("--train_window_stride=")]
-        for seed, runs in report["runs"].items():
-            for name, run in runs.items():
-                if "test" not in run:
-                    continue
-                fast = "all positions" in name
-                if fast:
-                    stride = run.get("window_stride") or (given[-1] if given else OLD_DEFAULT_STRIDE)
-                    budget = f"≤ {report['fast_epochs']} epochs, batch {report['fast_batch_size']}, window stride {stride}"
-                else:
-                    budget = f"{report['prefix_epochs']} epochs"
-                label = f"{name}, {budget}" + (f", {settings}" if settings else "")
-                legacy_loss = "SSM" if "SSM" in name or "--loss_type=SSM" in report["settings"] else "CE"
-                if run.get("loss_type", legacy_loss) == "SSM" and run.get("ssm_correction") != SSM_CORRECTION:
-                    label += f", {OLD_SSM_CORRECTION}"
-                groups.setdefault(label, []).append((seed, report["stopping_step"], run, path))
-    if len(datasets) != 1:
-        raise SystemExit(f"--summarise takes result files of one dataset, got {sorted(datasets)}")
-
-    baselines = {}  # seed -> RecBole's run with the most epochs
-    for label, runs in groups.items():
-        for seed, _, run, _ in runs:
-            if label.startswith(BASELINE) and run["epochs_run"] > baselines.get(seed, {"epochs_run": 0})["epochs_run"]:
-                baselines[seed] = run
-
-    def rows_to_baseline_best(seed, run):
-        base = baselines.get(seed)
-        if base is None:
-            return None
-        reached = first_epoch_reaching(run, base["best_valid_score"])
-        return NEVER if reached is None else reached * run["train_rows"] / (base["best_epoch"] * base["train_rows"])
-
-    lines = [f"Dataset {datasets.pop()}: best validation {metric} and test metrics of the best checkpoint; "
-             "mean over seeds ± half their spread (the noise). Epochs: run (best), early-stopping patience. "
-             "Rows ×: training rows processed until the validation score first reaches RecBole's best of the "
-             "same seed, over the rows RecBole needed.",
-             "", f"| variant | seeds | epochs | rows to RecBole's best × | best valid {metric} | test NDCG@10 "
-             "| test Hit@10 | test MRR@10 |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
-    for label, runs in groups.items():
-        runs.sort(key=lambda r: r[0])
-        epochs = "; ".join(f"{run['epochs_run']} ({run['best_epoch']}), {patience}" for _, patience, run, _ in runs)
-        lines.append(f"| {label} | {', '.join(seed for seed, *_ in runs)} | {epochs} | "
-                     f"{mean_spread([rows_to_baseline_best(seed, run) for seed, _, run, _ in runs])} | "
-                     f"{mean_spread([run['best_valid_score'] for _, _, run, _ in runs])} | "
-                     + " | ".join(mean_spread([run["test"][m] for _, _, run, _ in runs])
-                                  for m in ("ndcg@10", "hit@10", "mrr@10")) + " |")
-    lines += ["", "Files: " + ", ".join(f"`{p}`" for p in paths)]
-    return "\n".join(lines) + "\n"
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", nargs="+", default=["ml-100k"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[2020, 2021])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="variants to run; RecBole's SASRec, the baseline, runs in any case")
     parser.add_argument("--prefix-epochs", type=int, default=5)
     parser.add_argument("--fast-epochs", type=int, default=100)
     parser.add_argument("--fast-batch-size", type=int, default=128, help="sequences per batch, all-position modes")
@@ -255,12 +171,8 @@ def main():
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (torch.set_num_threads); 1 keeps timings stable on a shared machine")
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--summarise", nargs="+", metavar="JSON",
-                        help="print one accuracy table from earlier result files of one dataset; runs nothing")
     args, rest = parser.parse_known_args()
-    if args.summarise:
-        print(summarise(args.summarise), end="")
-        return
+    variants = [BASELINE] + [name for name in args.variants if name != BASELINE]  # the ratios need it
     sys.argv = sys.argv[:1] + rest  # --key=value settings for RecBole (every variant)
 
     if args.threads:
@@ -277,7 +189,7 @@ def main():
         stem = os.path.join(args.out, f"fast_training-{dataset}-{device}")
         for seed in args.seeds:
             runs = report["runs"][str(seed)] = {}
-            for name in args.variants:
+            for name in variants:
                 model, extra = VARIANTS[name]
                 fast = extra.get("train_mode") == "all_positions"
                 config_dict = dict(common, seed=seed, **extra,
@@ -290,7 +202,7 @@ def main():
                 except Exception as error:  # keep the other variants' results
                     runs[name] = {"error": f"{type(error).__name__}: {error}"}
                 print(json.dumps({k: v for k, v in runs[name].items() if k != "epochs"}), flush=True)
-                if "error" not in runs.get(BASELINE, {"error": "not run"}):
+                if "error" not in runs[BASELINE]:  # the baseline runs first
                     compare({k: v for k, v in runs.items() if "error" not in v})
                 # after every variant, so an interrupted benchmark keeps what it measured
                 write_json(stem + ".json", report)
