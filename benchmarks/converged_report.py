@@ -1,7 +1,7 @@
 """The report of the converged runs: tables, paired tests and validation curves from the result files
 of ``benchmarks.converged``.
 
-    python -m benchmarks.converged_report [--results DIR] [--anchors FILE] [--doc FILE] [--matrix FILE]
+    python -m benchmarks.converged_report [--results DIR] [--anchors FILE] [--doc FILE] [--matrix FILE] [--check]
 
 Reads every ``*.json`` at the top of the results folder (subfolders and ``.state`` are other
 harnesses' or unfinished runs) and writes
@@ -12,16 +12,19 @@ harnesses' or unfinished runs) and writes
 * ``<results>/<dataset>-curves.png``: the validation metric per epoch, one line per run, its best
   epoch marked.
 
+``--check`` writes nothing and exits 1 where the doc's generated part differs from what the result
+files make (tests/benchmarks/test_converged_report.py runs the same comparison).
+
 Per dataset the generated part holds our runs (test figures of the best-validation epoch, mean ±
-half the seed range over the seeds done), the published full-ranking figures from anchors.yaml,
-and, where published figures were measured with the user's earlier items left out of the ranking
-(protocol ``full-loo-history-excluded``: BSARec's code), our figures under that rule
-(``test_result_history_excluded``) in a second pair of tables beside them, and a Wilcoxon
-signed-rank test over the test users' NDCG@10 for each pair of runs of the same seed (MASAN vs
-LightSANs, ASRec vs FEARec, SASRec and its variants vs RecBoleSASRec, a variant vs its base model)
-under each protocol the pair's files hold, and
-for runs refitted on training + validation rows (``test_result_refit``) their test figures. Every
-figure in it comes from a result file or from anchors.yaml, or is computed from them.
+half the seed range over the seeds done; below a run refitted on training + validation rows, its
+refit's figures), the published full-ranking figures from anchors.yaml, and, where published figures
+were measured with the user's earlier items left out of the ranking (protocol
+``full-loo-history-excluded``: BSARec's code), our figures under that rule
+(``test_result_history_excluded``) and theirs, then a Wilcoxon signed-rank test over the test users'
+NDCG@10 (``benchmarks.per_user`` packs them in the result files) for each pair of runs of the same
+seed (MASAN vs LightSANs, ASRec vs FEARec, SASRec and its variants vs RecBoleSASRec, a variant vs its
+base model) under each protocol the pair's files hold. Every figure in it comes from a result file or
+from anchors.yaml, or is computed from them.
 """
 
 import argparse
@@ -198,6 +201,7 @@ def ordered_labels(dataset, runs, matrix_runs):
 
 
 def ours_table(dataset, runs, metrics, matrix_runs):
+    """One row per run, and below it a row for its refit where it was refitted."""
     header = ["run", "seeds", *(f"test {metric_label(m)}" for m in metrics),
               "best epoch / epochs run", "train s/epoch (median)", "parameters"]
     rows = []
@@ -209,25 +213,14 @@ def ours_table(dataset, runs, metrics, matrix_runs):
         train = sum(seconds_per_epoch(r) for r in records) / len(records)
         parameters = ", ".join(f"{p:,}" for p in dict.fromkeys(r["parameters"] for r in records))
         rows.append([label, ", ".join(map(str, sorted(seeds))), *figures, epochs, f"{train:.1f}", parameters])
+        refitted = [r for r in records if r.get(REFIT_RESULT)]
+        if refitted:
+            # tested at its last epoch, the one validation chose for the run above
+            epochs = ", ".join(f"{r['refit']['epochs'] - 1} / {r['refit']['epochs']}" for r in refitted)
+            train = sum(seconds_per_epoch(r["refit"]) for r in refitted) / len(refitted)
+            rows.append([f"{label} (refit)", ", ".join(str(r["seed"]) for r in refitted),
+                         *(figure_cell(refitted, m, REFIT_RESULT) for m in metrics), epochs, f"{train:.1f}", parameters])
     return table(header, rows, "ll" + "r" * (len(header) - 2))
-
-
-def refit_table(dataset, runs, metrics, matrix_runs):
-    """The runs trained again on training + validation rows for their chosen epochs, where they were."""
-    header = ["run", "seeds", "epochs (best epoch + 1)", "training rows", *(f"test {metric_label(m)}" for m in metrics)]
-    rows = []
-    for label in ordered_labels(dataset, runs, matrix_runs):
-        seeds = sorted(s for s, r in runs[label].items() if r.get(REFIT_RESULT))
-        if seeds:
-            records = [runs[label][s] for s in seeds]
-            rows.append([label, ", ".join(map(str, seeds)), ", ".join(str(r["refit"]["epochs"]) for r in records),
-                         ", ".join(f"{r['refit']['train_rows']:,}" for r in records),
-                         *(figure_cell(records, m, REFIT_RESULT) for m in metrics)])
-    if not rows:
-        return []
-    return ["Trained again from the same seed on the training and validation rows together, for the number "
-            "of epochs validation chose (the papers train on every training session), then tested at its "
-            "last epoch:", ""] + table(header, rows, "ll" + "r" * (len(header) - 2)) + [""]
 
 
 def history_excluded_table(dataset, runs, metrics, matrix_runs):
@@ -249,32 +242,49 @@ def history_excluded_table(dataset, runs, metrics, matrix_runs):
     return lines
 
 
-def published_table(anchors, protocols, metrics):
+def published_table(anchors, metrics):
     """One row per published model and source; the data column says how their data differ from ours."""
     groups = {}
     for a in anchors:
-        groups.setdefault((a["model"], a["protocol"], a["source"], a.get("data", "")), {})[a["metric"]] = a
+        groups.setdefault((a["model"], a["source"], a.get("data", "")), {})[a["metric"]] = a
     shown = [m for m in TABLE_METRICS if any(m in g for g in groups.values())] or metrics
     rows = []
-    for (model, protocol, source, data), by_metric in groups.items():
+    for (model, source, data), by_metric in groups.items():
         cells = [f"{by_metric[m]['value']:.4f}" if m in by_metric else "—" for m in shown]
-        rows.append([model, protocols.get(protocol, protocol), *cells, source, data or "the same file"])
-    header = ["published model", "protocol", *(metric_label(m) for m in shown), "source", "data"]
-    return table(header, rows, "ll" + "r" * len(shown) + "ll")
+        rows.append([model, *cells, source, data or "the same file"])
+    header = ["published", *(metric_label(m) for m in shown), "source", "data"]
+    return table(header, rows, "l" + "r" * len(shown) + "ll")
 
 
-def verdict(p):
+def p_cell(p):
     if p is None:
-        return "identical per-user NDCG@10"
-    return "difference" if p < ALPHA else f"no difference shown at p < {ALPHA}"
+        return "identical"  # every user's NDCG@10 the same: nothing to test
+    return f"**{p:.3g}**" if p < ALPHA else f"{p:.3g}"
 
 
-def tests_table(rows):
-    header = ["ours", "reference", "seed", "users", "NDCG@10 ours", "NDCG@10 reference", "mean difference",
-              "Wilcoxon p", "verdict"]
-    body = [[r["ours"], r["reference"], r["seed"], r["n"], f"{r['mean_a']:.4f}", f"{r['mean_b']:.4f}",
-             f"{r['mean_diff']:+.4f}", "—" if r["p"] is None else f"{r['p']:.3g}", verdict(r["p"])] for r in rows]
-    return table(header, body, "ll" + "r" * 6 + "l")
+def tests_table(recbole_rows, papers_rows):
+    """One row per pair, one value per seed in each cell: the mean difference in per-user NDCG@10 and
+    the test's p under RecBole's protocol, then under the papers' where the files hold it."""
+    by_pair = {}
+    for protocol, rows in (("recbole", recbole_rows), ("papers", papers_rows)):
+        for r in rows:
+            by_pair.setdefault((r["ours"], r["reference"]), {}).setdefault(r["seed"], {})[protocol] = r
+    header = ["paired test: ours", "against", "seeds", "users", "NDCG@10 difference", "p"]
+    protocols = ["recbole"]
+    if papers_rows:
+        header += ["papers' protocol: NDCG@10 difference", "p"]
+        protocols.append("papers")
+    body = []
+    for (ours, reference), by_seed in by_pair.items():
+        seeds = sorted(by_seed)
+        tested = [r for s in seeds for r in by_seed[s].values()]
+        row = [ours, reference, ", ".join(map(str, seeds)), ", ".join(dict.fromkeys(f"{r['n']:,}" for r in tested))]
+        for protocol in protocols:
+            cells = [by_seed[s].get(protocol) for s in seeds]
+            row += [", ".join("—" if r is None else f"{r['mean_diff']:+.4f}" for r in cells),
+                    ", ".join("—" if r is None else p_cell(r["p"]) for r in cells)]
+        body.append(row)
+    return table(header, body, "lll" + "r" * (len(header) - 3))
 
 
 def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link):
@@ -283,44 +293,28 @@ def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link)
     lines = [f"### {dataset}", ""]
     if runs:
         metrics = metric_columns(runs, mine)
-        lines += ["Test figures of each run's best-validation epoch; two or more seeds: mean ± half their range.", ""]
         lines += ours_table(dataset, runs, metrics, matrix_runs) + [""]
-        lines += refit_table(dataset, runs, metrics, matrix_runs)
-        lines += [f"![{dataset}: validation curves]({curves_link})", ""]
     else:
         metrics = DEFAULT_METRICS
         lines += ["No finished run yet.", ""]
     if mine:
-        lines += ["Published, full ranking:", ""] + published_table(mine, protocols, metrics) + [""]
-    else:
-        lines += ["No published full-ranking figures under RecBole's protocol for this dataset in anchors.yaml.", ""]
+        lines += published_table(mine, metrics) + [""]
     if excluded:
         lines += history_excluded_section(dataset, runs, excluded, protocols, matrix_runs)
-    tests = paired_tests(runs)
-    if tests:
-        lines += [f"Paired test over the test users (same seed; Wilcoxon signed-rank, two-sided; "
-                  f"\"difference\" where p < {ALPHA}):", ""] + tests_table(tests) + [""]
-    tests = paired_tests(runs, PER_USER_HISTORY_EXCLUDED)
-    if tests:
-        # the two protocols can order a pair differently: a model that ranks the user's earlier items
-        # above the target gains more when they are scored 0
-        lines += ["The same paired test under the papers' protocol (each user's NDCG@10 with their earlier "
-                  "items scored 0):", ""] + tests_table(tests) + [""]
+    if runs:
+        lines += [f"![{dataset}: validation curves]({curves_link})", ""]
+    recbole, papers = paired_tests(runs), paired_tests(runs, PER_USER_HISTORY_EXCLUDED)
+    if recbole or papers:
+        lines += tests_table(recbole, papers) + [""]
     return lines
 
 
 def history_excluded_section(dataset, runs, anchors, protocols, matrix_runs):
     """Ours and the published figures under the papers' protocol, one table above the other."""
     metrics = metric_columns(runs, anchors) if runs else DEFAULT_METRICS
-    lines = [f"Under the papers' protocol ({protocols.get(HISTORY_EXCLUDED, HISTORY_EXCLUDED)}; as in BSARec's "
-             "test, a user's earlier items are their whole sequence before the test target): the same "
-             "best-validation models; two or more seeds: mean ± half their range.", ""]
-    if runs:
-        lines += history_excluded_table(dataset, runs, metrics, matrix_runs) + [""]
-    else:
-        lines += ["No finished run yet.", ""]
-    lines += ["Published, the same protocol:", ""] + published_table(anchors, protocols, metrics) + [""]
-    return lines
+    lines = [f"Under the papers' protocol ({protocols.get(HISTORY_EXCLUDED, HISTORY_EXCLUDED)}), the same models:", ""]
+    lines += (history_excluded_table(dataset, runs, metrics, matrix_runs) if runs else ["No finished run yet."]) + [""]
+    return lines + published_table(anchors, metrics) + [""]
 
 
 def pending_line(pending):
@@ -346,8 +340,14 @@ def report(results, anchors, protocols, matrix_runs, curve_links):
     datasets = list(dict.fromkeys([r.dataset for r in matrix_runs] + sorted(results)))
     lines = ["## Converged runs (generated)", "",
              "Generated by `python -m benchmarks.converged_report` from `benchmarks/results/converged/` and "
-             "`benchmarks/anchors.yaml`; do not edit by hand.", "",
-             pending_line(pending_runs(matrix_runs, results)), "", hours_line(compute_hours(results)), ""]
+             "`benchmarks/anchors.yaml`; do not edit by hand. "
+             + pending_line(pending_runs(matrix_runs, results)) + " " + hours_line(compute_hours(results)), "",
+             "Test figures are those of each run's best-validation epoch (two or more seeds: mean ± half their "
+             "range), under RecBole's protocol unless a table says otherwise. A run marked (refit) was trained "
+             "again from the same seed on the training and validation rows together for the number of epochs "
+             "validation chose, then tested at its last epoch. Paired tests: Wilcoxon signed-rank, two-sided, "
+             "over the per-user NDCG@10 of two runs of the same seed, one value per seed in each cell, "
+             f"**bold** where p < {ALPHA}.", ""]
     for dataset in datasets:
         lines += dataset_section(dataset, results.get(dataset, {}), anchors, protocols, matrix_runs,
                                  curve_links.get(dataset, ""))
@@ -399,19 +399,27 @@ def plot_curves(dataset, runs, path):
 # ---------------------------------------------------------------------------- command line
 
 
+def curve_path(results_dir, dataset):
+    return os.path.join(results_dir, f"{dataset}-curves.png")
+
+
+def rendered_doc(results, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX, results_dir=OUT):
+    """(the doc as the result files make it, the generated Markdown); writes nothing."""
+    anchors, protocols = load_anchors(anchors_path)
+    doc_dir = os.path.dirname(os.path.abspath(doc_path))
+    links = {d: os.path.relpath(curve_path(results_dir, d), doc_dir).replace(os.sep, "/") for d in results}
+    generated = report(results, anchors, protocols, load_matrix(matrix_path), links)
+    existing = open(doc_path).read() if os.path.isfile(doc_path) else ""
+    return splice(existing, generated), generated
+
+
 def generate(results_dir=OUT, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX):
     """Write the curves and the generated part of the doc; returns the generated Markdown."""
     results = load_results(results_dir)
-    anchors, protocols = load_anchors(anchors_path)
-    matrix_runs = load_matrix(matrix_path)
-    links = {}
     for dataset, runs in results.items():
-        png = os.path.join(results_dir, f"{dataset}-curves.png")
-        plot_curves(dataset, runs, png)
-        links[dataset] = os.path.relpath(png, os.path.dirname(os.path.abspath(doc_path))).replace(os.sep, "/")
-    generated = report(results, anchors, protocols, matrix_runs, links)
-    existing = open(doc_path).read() if os.path.isfile(doc_path) else ""
-    write_text(doc_path, splice(existing, generated))
+        plot_curves(dataset, runs, curve_path(results_dir, dataset))
+    doc, generated = rendered_doc(results, anchors_path, doc_path, matrix_path, results_dir)
+    write_text(doc_path, doc)
     return generated
 
 
@@ -421,7 +429,16 @@ def main(argv=None):
     parser.add_argument("--anchors", default=ANCHORS)
     parser.add_argument("--doc", default=DOC, help="Markdown file whose marked part is rewritten")
     parser.add_argument("--matrix", default=MATRIX)
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the doc's generated part is not what the result files make")
     args = parser.parse_args(argv)
+    if args.check:
+        doc, _ = rendered_doc(load_results(args.results), args.anchors, args.doc, args.matrix, args.results)
+        current = open(args.doc).read() if os.path.isfile(args.doc) else ""
+        if doc != current:
+            print(f"{args.doc} is out of date: run python -m benchmarks.converged_report", file=sys.stderr)
+            return 1
+        return 0
     print(generate(args.results, args.anchors, args.doc, args.matrix))
     return 0
 

@@ -107,9 +107,14 @@ def test_the_table_shows_mean_and_half_range_of_the_seeds(setup):
     assert "0.0522" in row(recbole_protocol, "SASRec+SS") and "0.4321" not in text and "BSARec" not in recbole_protocol
 
 
+def papers_part(text):
+    """The tables under the papers' protocol: after their caption, up to the curves."""
+    return text.split("Under the papers' protocol (full ranking, earlier items left out), the same models:")[1].split("![")[0]
+
+
 def test_history_excluded_figures_sit_beside_the_papers(setup):
     text = generate(setup)
-    papers = text.split("Under the papers' protocol (full ranking, earlier items left out;")[1].split("Paired test")[0]
+    papers = papers_part(text)
     # ours under that rule: the seeds' test_result_history_excluded, never their test_result
     masan = row(papers, "MASAN")
     assert masan == "| MASAN | 2020, 2021 | 0.0730 ± 0.0030 | 0.0430 ± 0.0030 | 0.1030 ± 0.0030 | 0.0630 ± 0.0030 |"
@@ -118,8 +123,8 @@ def test_history_excluded_figures_sit_beside_the_papers(setup):
     assert "| MASAN-bucketed |" not in papers and "(MASAN-bucketed seed 2021)" in papers
     # then the published figures of the same protocol
     bsarec = row(papers, "BSARec")
-    assert bsarec == "| BSARec | full ranking, earlier items left out | 0.0807 | 0.0611 | a log | the same file |"
-    assert papers.index(masan) < papers.index("Published, the same protocol") < papers.index(bsarec)
+    assert bsarec == "| BSARec | 0.0807 | 0.0611 | a log | the same file |"
+    assert papers.index(masan) < papers.index("| published |") < papers.index(bsarec)
     assert "SASRec+SS" not in papers
 
 
@@ -130,7 +135,7 @@ def test_runs_on_data_without_histories_are_not_sent_to_rescoring(setup):
         json.dump(record, f)
     text = generate(setup)
     assert "0.0310 (1 seed)" in row(text, "SR-SAN")  # RecBole's protocol: shown
-    papers = text.split("Under the papers' protocol")[1].split("Paired test")[0]
+    papers = papers_part(text)
     assert "SR-SAN" not in papers and "(MASAN-bucketed seed 2021)" in papers
 
 
@@ -138,8 +143,8 @@ def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
     text = generate(setup)
     line = row(text, "MASAN | LightSANs")
     expected = wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue
-    assert f"| {expected:.3g} |" in line and "| 2020 | 40 |" in line
-    assert expected < 0.05 and line.endswith("| difference |")
+    gap = sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40
+    assert expected < 0.05 and line.startswith(f"| MASAN | LightSANs | 2020 | 40 | {gap:+.4f} | **{expected:.3g}** |")
     # the numbers behind it, straight from the function
     tested = report.paired_test(*(json.load(open(os.path.join(setup["results"], f"toyset-{m}-seed2020.json")))
                                   for m in ("MASAN", "LightSANs")))
@@ -149,16 +154,29 @@ def test_the_paired_test_is_scipys_wilcoxon_on_the_same_users(setup):
 
 def test_the_paired_test_runs_again_under_the_papers_protocol(setup):
     text = generate(setup)
-    recbole, papers = text.split("The same paired test under the papers' protocol")
     gap = sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40
-    p_value = f"{wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue:.3g}"
-    assert row(recbole, "MASAN | LightSANs").endswith(f"| {gap:+.4f} | {p_value} | difference |")
-    # the per-user figures with earlier items scored 0, where LightSANs is ahead on the same users
-    flipped = row(papers, "MASAN | LightSANs")
-    assert "| 2020 | 40 |" in flipped and f"| {-gap:+.4f} |" in flipped
-    assert f"| {wilcoxon(LIGHTSANS_2020, MASAN_2020).pvalue:.3g} | difference |" in flipped
-    # only pairs whose files both hold those figures: MASAN-bucketed's has none
-    assert "MASAN-bucketed" not in papers.split("\n\n")[1]
+    recbole_p, papers_p = wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue, wilcoxon(LIGHTSANS_2020, MASAN_2020).pvalue
+    # the same row goes on with the per-user figures with earlier items scored 0, where LightSANs is ahead
+    assert row(text, "MASAN | LightSANs") == (f"| MASAN | LightSANs | 2020 | 40 | {gap:+.4f} | **{recbole_p:.3g}** "
+                                              f"| {-gap:+.4f} | **{papers_p:.3g}** |")
+    # a pair whose files lack those figures (MASAN-bucketed's) has none there
+    assert row(text, "MASAN-bucketed | MASAN").endswith("| — | — |")
+
+
+def test_the_tests_of_a_pair_share_a_row_one_value_per_seed():
+    def run(seed, per_user, excluded=None):
+        return dict(result("MASAN", seed, 0.03, 0.06, per_user, per_user_excluded=excluded), seed=seed)
+
+    same = [0.1] * 40
+    runs = {"MASAN": {2020: run(2020, MASAN_2020, LIGHTSANS_2020), 2021: run(2021, same)},
+            "LightSANs": {2020: run(2020, LIGHTSANS_2020, MASAN_2020), 2021: run(2021, same)}}
+    runs["LightSANs"][2020]["model"] = runs["LightSANs"][2021]["model"] = "LightSANs"
+    lines = report.tests_table(report.paired_tests(runs), report.paired_tests(runs, report.PER_USER_HISTORY_EXCLUDED))
+    assert len(lines) == 3  # header, alignment, one pair
+    cells = lines[2].split(" | ")
+    assert cells[2:4] == ["2020, 2021", "40"]
+    assert cells[5].endswith(", identical")  # seed 2021: every user alike, nothing to test
+    assert cells[6].endswith(", —")  # seed 2021 has no figures under the papers' protocol
 
 
 def test_a_pair_missing_a_side_is_skipped(setup):
@@ -191,6 +209,20 @@ def test_the_text_outside_the_markers_is_kept_and_the_curves_are_drawn(setup):
     assert "cpu 1.6 h" in doc
 
 
+def test_check_says_whether_the_doc_is_what_the_results_make(setup):
+    args = ["--results", setup["results"], "--anchors", setup["anchors"], "--doc", setup["doc"], "--matrix", setup["matrix"]]
+    assert report.main(args + ["--check"]) == 1  # the doc holds a stale table
+    generate(setup)
+    assert report.main(args + ["--check"]) == 0
+
+
+def test_the_committed_doc_is_what_the_committed_results_make():
+    """docs/results.md's generated part cannot drift from the result files, anchors.yaml and the matrix."""
+    doc, _ = report.rendered_doc(report.load_results(report.OUT))
+    with open(report.DOC) as f:
+        assert f.read() == doc, "docs/results.md is out of date: run python -m benchmarks.converged_report"
+
+
 def test_the_markers_are_appended_to_a_doc_without_them(setup):
     with open(setup["doc"], "w") as f:
         f.write("# Results\n\nOnly hand-written.\n")
@@ -209,7 +241,7 @@ def test_the_projects_anchors_file_is_complete():
         assert 0 < a["value"] < 1, a  # fractions: papers' percentages are divided by 100
 
 
-def test_a_refitted_run_gets_its_own_table_and_its_hours(setup):
+def test_a_refitted_run_gets_a_row_below_its_run_and_its_hours(setup):
     record = dict(result("SR-SAN", 2020, 0.0310, 0.0610, MASAN_2020), test_result_history_excluded=None,
                   test_result_refit={"hit@10": 0.0650, "ndcg@10": 0.0333, "hit@20": 0.0700, "ndcg@20": 0.0400},
                   refit={"epochs": 8, "train_rows": 12345, "train_seconds_per_epoch": 150.0})
@@ -217,9 +249,10 @@ def test_a_refitted_run_gets_its_own_table_and_its_hours(setup):
     with open(os.path.join(setup["results"], "toyset-SR-SAN-seed2020.json"), "w") as f:
         json.dump(record, f)
     text = generate(setup)
-    refitted = text.split("Trained again from the same seed")[1].split("Published")[0]
-    assert row(refitted, "SR-SAN") == "| SR-SAN | 2020 | 8 | 12,345 | 0.0650 (1 seed) | 0.0333 (1 seed) | 0.0700 (1 seed) | 0.0400 (1 seed) |"
-    assert "| MASAN |" not in refitted  # runs without a refit are not in it
+    refit = row(text, "SR-SAN (refit)")
+    assert refit == "| SR-SAN (refit) | 2020 | 0.0650 (1 seed) | 0.0333 (1 seed) | 0.0700 (1 seed) | 0.0400 (1 seed) | 7 / 8 | 150.0 | 1,234 |"
+    assert text.index(row(text, "SR-SAN")) < text.index(refit)
+    assert "| MASAN (refit) |" not in text  # runs without a refit have no such row
     after = report.compute_hours(report.load_results(setup["results"]))["cpu"]
     assert after - before == pytest.approx((12 * 120 + 8 * 150) / 3600)
 
