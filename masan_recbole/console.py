@@ -8,6 +8,8 @@ after training, about 170 lines that bury the epoch lines on a terminal. The pat
 
 import logging
 
+from masan_recbole.protocol import SUFFIX
+
 # Messages whose text starts so are inventories (the log file keeps them).
 INVENTORY_PREFIXES = ("The running environment", "\x1b[1;34mFLOPs", "FLOPs", "\x1b[1;34mvalid result",
                       "valid result")
@@ -32,15 +34,22 @@ def quiet_console_handlers(original_init_logger, config):
 
 
 def results_table(result):
-    """``run_recbole``'s result as a small table: one row per metric, one column per k."""
-    rows, ks = {}, []
+    """``run_recbole``'s result as a small table: one row per metric, one column per k (and per k
+    under the papers' protocol, ``eval_exclude_history: both``)."""
+    rows, columns = {}, []
     for key, value in (result.get("test_result") or {}).items():
         name, _, k = key.partition("@")
-        rows.setdefault(name, {})[k] = float(value)
-        if k not in ks:
-            ks.append(k)
+        k, excluded, _ = k.partition(SUFFIX)
+        column = ("@" + k if k else "") + (" excl." if excluded else "")
+        rows.setdefault(name, {})[column] = float(value)
+        if column not in columns:
+            columns.append(column)
+    width = max([9] + [len(c) + 2 for c in columns])
     lines = [f"test result (model of the best validation score, {float(result['best_valid_score']):.4f}):",
-             f"  {'metric':<10}" + "".join(f"{'@' + k if k else '':>9}" for k in ks)]
+             f"  {'metric':<10}" + "".join(f"{c:>{width}}" for c in columns)]
     for name, values in rows.items():
-        lines.append(f"  {name:<10}" + "".join(f"{values[k]:>9.4f}" if k in values else f"{'':>9}" for k in ks))
+        lines.append(f"  {name:<10}" + "".join(f"{values[c]:>{width}.4f}" if c in values else " " * width
+                                             for c in columns))
+    if any(c.endswith(" excl.") for c in columns):
+        lines.append("  (excl.: the user's earlier items scored 0 before ranking, eval_exclude_history)")
     return "\n".join(lines)

@@ -22,6 +22,7 @@ import time
 import torch
 from recbole.data.interaction import Interaction
 
+from masan_recbole import protocol
 from masan_recbole.checkpoint import CheckpointError
 from masan_recbole.files import write_atomic
 from masan_recbole.quick_start import load_data_and_model
@@ -102,7 +103,10 @@ class Recommender:
                 raise ValueError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
             if device.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"--device {device} was asked for but CUDA is not available here; use --device cpu")
-        self.config, self.model, self.dataset, *_ = load_data_and_model(checkpoint)
+        histories = []
+        self.config, self.model, self.dataset, *_ = load_data_and_model(
+            checkpoint, before_split=lambda dataset: histories.append(protocol.user_histories(dataset)) or dataset)
+        self.histories = histories[0]  # every user's whole history (None without a time column)
         if getattr(self.model, "ITEM_SEQ", None) is None:
             raise ValueError(f"{self.config['model']} is not a sequential model; recommend serves sequential models")
         self.device = device or self.config["device"]
@@ -132,14 +136,34 @@ class Recommender:
                 k = eligible
         return k
 
-    def _top_k_rows(self, names, sequences, k, exclude_history):
-        """Rows for one batch of sequences (internal item ids), in ``names`` order."""
+    def _seen(self, users, sequences):
+        """The items to exclude per row: a user's whole history (the same one the papers' protocol
+        reads, masan_recbole.protocol), not only the window the model reads; for a given
+        sequence, its items."""
+        if users is None or self.histories is None:
+            return sequences
+        return [self.histories.of(user).tolist() for user in users]
+
+    def _longest_history(self):
+        """The most distinct items in any user's history: what --exclude-history may remove."""
+        if self.histories is None:
+            return min(self.n_items, self.model.max_seq_length + 1)
+        owners = torch.repeat_interleave(torch.arange(len(self.histories.starts)),
+                                         self.histories.ends - self.histories.starts)
+        pairs = torch.unique(owners * (self.n_items + 1) + self.histories.items)
+        return int(torch.bincount(pairs // (self.n_items + 1)).max())
+
+    def _top_k_rows(self, names, sequences, k, exclude_history, seen=None):
+        """Rows for one batch of sequences (internal item ids), in ``names`` order. With
+        ``exclude_history`` the items of ``seen`` (default: the sequences) are never recommended:
+        unlike the papers' evaluation rule (scores set to 0, the items still ranked), a served list
+        must not hold them."""
         with torch.no_grad():
             scores = self.model.full_sort_predict(_batch(self.model, sequences).to(self.device)).float()  # [B,n+1]
         scores[:, 0] = -torch.inf  # padding item
         if exclude_history:
-            for row, seq in enumerate(sequences):
-                scores[row, seq] = -torch.inf
+            for row, items in enumerate(sequences if seen is None else seen):
+                scores[row, items] = -torch.inf
         top_scores, top_items = scores.topk(k, dim=1)  # [B,k]
         items = self.item_tokens[top_items.cpu().numpy()].tolist()
         return [{"user": name, "rank": rank + 1, "item": str(item), "score": round(score, 6)}
@@ -160,14 +184,15 @@ class Recommender:
             sequences, names = _user_histories(self.dataset, last_rows, users), [str(u) for u in user_ids]
         else:
             sequences = [_internal_ids(self.dataset, self.dataset.iid_field, seq, "item") for seq in item_sequences]
-            names = [f"session-{n}" for n in range(len(sequences))]
+            names, users = [f"session-{n}" for n in range(len(sequences))], None
         if any(len(seq) == 0 for seq in sequences):
             raise ValueError("every sequence needs at least one item")
-        k = self._check_k(k, exclude_history, max(len(set(seq)) for seq in sequences))
+        seen = self._seen(users, sequences)
+        k = self._check_k(k, exclude_history, max(len(set(items)) for items in seen))
         rows = []
         for start in range(0, len(sequences), batch_size):
             end = start + batch_size
-            rows += self._top_k_rows(names[start:end], sequences[start:end], k, exclude_history)
+            rows += self._top_k_rows(names[start:end], sequences[start:end], k, exclude_history, seen[start:end])
         return rows
 
     def all_users(self, k=10, exclude_history=False, chunk_size=256):
@@ -175,7 +200,7 @@ class Recommender:
 
         A generator, so that only one chunk's histories, scores and rows exist at a time.
         Each user's rows equal ``top_k(user_ids=[user], ...)``. With ``exclude_history``
-        k is capped for the longest possible history (L + 1 items), the same for every chunk.
+        k is capped for the longest history in the dataset, the same for every chunk.
         """
         if chunk_size < 1:
             raise ValueError(f"--chunk-size must be at least 1, got {chunk_size}")
@@ -185,12 +210,13 @@ class Recommender:
         if single:
             logger.warning(f"{single} user(s) with a single interaction have no sequence in RecBole's dataset "
                            "and are left out")
-        k = self._check_k(k, exclude_history, min(self.n_items, self.model.max_seq_length + 1))
+        k = self._check_k(k, exclude_history, self._longest_history())
         user_tokens = self.dataset.field2id_token[self.dataset.uid_field]
         for start in range(0, len(users), chunk_size):
             chunk = users[start : start + chunk_size]
             names = [str(token) for token in user_tokens[chunk.numpy()]]
-            yield self._top_k_rows(names, _user_histories(self.dataset, last_rows, chunk), k, exclude_history)
+            sequences = _user_histories(self.dataset, last_rows, chunk)
+            yield self._top_k_rows(names, sequences, k, exclude_history, self._seen(chunk.tolist(), sequences))
 
 
 def recommend(checkpoint, user_ids=None, item_sequences=None, k=10, exclude_history=False, device=None):
@@ -265,7 +291,8 @@ def main(argv=None):
     who.add_argument("--items", nargs="+", help="one item sequence (external ids, oldest first)")
     who.add_argument("--all-users", action="store_true", help="every user of the dataset, written to --output")
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--exclude-history", action="store_true", help="never recommend an item already in the input")
+    parser.add_argument("--exclude-history", action="store_true",
+                        help="never recommend an item the user already had (their whole history; with --items, the given items)")
     parser.add_argument("--output", help="write CSV, JSON or Parquet (needs pyarrow) instead of printing a table")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="--all-users: users scored and written at a time (memory: chunk x items scores)")

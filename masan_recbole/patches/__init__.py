@@ -150,6 +150,12 @@ INVENTORY = (
           "train_mode: all_positions replaces the training loader with one window per sequence",
           "tests/test_patches.py::test_all_positions_reaches_recboles_data_preparation",
           "never (a feature)", plugin.all_position_batches, kind="feature"),
+    Patch("history_excluded_eval", "data_preparation in recbole.data, recbole.quick_start; "
+          "recbole.trainer.Trainer.evaluate/_full_sort_batch_eval",
+          "eval_exclude_history: true|both scores the user's earlier items 0 before ranking, as the papers "
+          "comparing with S3-Rec, FMLP-Rec, FEARec and BSARec do; RecBole has no such option",
+          "tests/test_protocol.py::test_run_recbole_reports_the_papers_protocol_beside_recboles",
+          "RecBole gains the option", plugin.history_excluded_eval, kind="feature"),
     Patch("length_bucketing",
           "get_dataloader in recbole.data, recbole.data.utils; recbole.trainer.AbstractTrainer.__init__",
           "length_bucketing: true batches sequences of similar length cut to their longest (training and "

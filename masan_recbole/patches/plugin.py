@@ -6,7 +6,7 @@ from recbole.data.dataset import dataset as dataset_module
 from recbole.trainer import trainer as trainer_module
 from recbole.trainer.trainer import Trainer
 
-from masan_recbole import atomic, config, console, download, registry, trainer
+from masan_recbole import atomic, config, console, download, protocol, registry, trainer
 from masan_recbole.data import all_positions, bucketing, checks
 from masan_recbole.patches.tools import replace, wrap
 
@@ -128,6 +128,17 @@ def all_position_batches():
 
     for module in (recbole.data, data_utils, quick_start):
         wrap("all_position_batches", module, "data_preparation", all_positions.data_preparation)
+
+
+def history_excluded_eval():
+    import recbole.data
+    from recbole.data import utils as data_utils
+    from recbole.quick_start import quick_start
+
+    for module in (recbole.data, data_utils, quick_start):
+        wrap("history_excluded_eval", module, "data_preparation", protocol.attach_histories)
+    wrap("history_excluded_eval", Trainer, "evaluate", protocol.evaluate)
+    wrap("history_excluded_eval", Trainer, "_full_sort_batch_eval", protocol.full_sort_batch_eval)
 
 
 def length_bucketing():
