@@ -26,8 +26,10 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
+from masan_recbole import protocol
 from masan_recbole.checkpoint import decode_value, enum_types
-from masan_recbole.registry import builtin_name, canonical_name, get_model, is_plugin_model
+from masan_recbole.data.all_positions import TRAIN_MODES, window_stride
+from masan_recbole.registry import builtin_name, canonical_name, get_model, is_plugin_model, plugin_models
 
 
 def _find_configs():
@@ -154,7 +156,7 @@ def check_types(config):
     """Numeric and boolean keys set by the user must keep their default's type."""
     for key, value in config.external_config_dict.items():
         default = config.internal_config_dict.get(key)
-        if default is None or value is None:
+        if default is None or value is None or key in SEVERAL_TYPES:
             continue
         if isinstance(default, bool):
             ok, expected = isinstance(value, bool), "true or false"
@@ -172,6 +174,9 @@ def check_types(config):
             )
 
 
+# Keys whose values are of more than one type (false | true | both), checked where they are read.
+SEVERAL_TYPES = {"eval_exclude_history"}
+
 # Integer defaults whose key may still take a fraction (a rate or a weight).
 FRACTION_KEYS = {"learning_rate", "weight_decay", "reg_weight", "A", "lr_gamma", "alpha_eps", "alpha_fixed",
                  "initializer_range", "layer_norm_eps", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
@@ -188,6 +193,8 @@ def check_settings(config):
     if isinstance(epochs, int) and epochs < 0:
         raise ValueError(f"epochs must be 0 or more, got {epochs}")
     metric = str(cfg.get("valid_metric") or "")
+    if metric.endswith(protocol.SUFFIX) and cfg.get("eval_exclude_history") == "both":
+        metric = metric[:-len(protocol.SUFFIX)]  # the same metric under the papers' protocol
     name, _, k = metric.partition("@")
     computed = [str(m).lower() for m in cfg.get("metrics") or []]
     topk = cfg.get("topk") or []
@@ -206,6 +213,34 @@ def check_settings(config):
         if existing and not os.access(existing, os.W_OK | os.X_OK):
             raise PermissionError(f"checkpoint_dir '{folder}' is not writable ({existing} is read-only); "
                                   "set checkpoint_dir to a folder you can write to")
+
+
+def check_train_mode(config):
+    """Refuse what all-position training can't do, with the fix."""
+    mode = config["train_mode"] or "prefix"  # None: a model outside the plugin's config layers
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"train_mode '{mode}' is not one of {list(TRAIN_MODES)}")
+    if mode == "prefix":
+        return
+    name = config["model"]
+    if name not in plugin_models() or not getattr(get_model(name), "causal", False):
+        causal = sorted(m for m in plugin_models() if getattr(get_model(m), "causal", False))
+        raise ValueError(
+            f"train_mode all_positions needs a causal model (its output at position t may depend only "
+            f"on items up to t); {name} is not. Causal models: {', '.join(causal)}. "
+            f"Use train_mode: prefix for {name}."
+        )
+    if config["benchmark_filename"]:
+        raise ValueError(
+            "train_mode all_positions rebuilds sequences from RecBole's own augmentation; with "
+            "benchmark_filename the rows are given as prefixes already. Use train_mode: prefix."
+        )
+    if config["train_neg_sample_args"] is not None and config["train_neg_sample_args"].get("distribution") != "none":
+        raise ValueError(
+            "train_mode all_positions draws its negatives in the model (BPR: one uniform item per "
+            "position; SSM: ssm_sampler); set train_neg_sample_args: ~"
+        )
+    window_stride(config)
 
 
 def default_negatives(config):
@@ -253,6 +288,8 @@ def check_config(config):
     check_types(config)
     warn_unknown_keys(config)
     check_settings(config)
+    check_train_mode(config)
+    protocol.check_config(config)
 
 
 def create_dataset_checked(original, config):

@@ -7,13 +7,12 @@ import logging
 import os
 import sys
 
-import recbole.data
+import recbole.utils
 import torch
-from recbole.data import create_dataset
-from recbole.quick_start import objective_function, run_recbole, run_recboles
-from recbole.utils import init_logger, init_seed
+from recbole.utils import get_environment, set_color
 
 from masan_recbole import tuning
+from masan_recbole.build import build_config, build_run
 from masan_recbole.checkpoint import CheckpointError, check_data, load_checkpoint
 from masan_recbole.config import ConfigTypeError, decode_config
 from masan_recbole.console import results_table
@@ -26,10 +25,9 @@ DEFAULT_DATASET = "ml-100k"
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1,
         world_size=-1, ip="localhost", port="5678", group_offset=0):
-    """RecBole's ``run``; multi-process runs spawn children that import the plugin."""
+    """RecBole's ``run``: train and test one model; multi-process runs spawn children that import the plugin."""
     if nproc == 1 and world_size <= 0:
-        return run_recbole(model=model, dataset=dataset, config_file_list=config_file_list,
-                           config_dict=config_dict, saved=saved)
+        return train_and_test(model, dataset, config_file_list, config_dict, saved)
     import torch.multiprocessing as mp
 
     get_model(model)  # an unknown model: one line here, not a traceback from every child
@@ -37,19 +35,40 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     config_dict = dict(config_dict or {})
     config_dict.update(world_size=world_size if world_size > 0 else nproc, ip=ip, port=port,
                        nproc=nproc, offset=group_offset)
-    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved}
-    mp.spawn(_run_in_child, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    mp.spawn(_run_in_child, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=nproc, join=True)
     return None if queue.empty() else queue.get()
 
 
-def _run_in_child(rank, *args):
+def _run_in_child(rank, model, dataset, config_file_list, config_dict, saved, queue):
     # Unpickling this function imported masan_recbole in the child: models resolve, and what the
     # parent opted in for (masan_recbole.runtime, through the environment) is switched on.
-    run_recboles(rank, *args)
+    train_and_test(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved, queue)
 
 
-def load_data_and_model(model_file):
+def train_and_test(model, dataset, config_file_list=None, config_dict=None, saved=True, queue=None):
+    """RecBole's ``run_recbole`` on the one build: train with early stopping, test the best model.
+    Returns ``{best_valid_score, valid_score_bigger, best_valid_result, test_result}``."""
+    config = build_config(model, dataset, config_file_list, config_dict)
+    built = build_run(config, log=True)
+    best_valid_score, best_valid_result = built.trainer.fit(built.train_data, built.valid_data, saved=saved,
+                                                            show_progress=config["show_progress"])
+    test_result = built.trainer.evaluate(built.test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger = logging.getLogger()
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {"best_valid_score": best_valid_score, "valid_score_bigger": config["valid_metric_bigger"],
+              "best_valid_result": best_valid_result, "test_result": test_result}
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def load_data_and_model(model_file, before_split=None):
     """RecBole's ``load_data_and_model`` for checkpoints that load with ``weights_only=True``.
+    ``before_split`` sees the dataset before it is split (:func:`masan_recbole.build.build_run`).
 
     Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
@@ -57,22 +76,16 @@ def load_data_and_model(model_file):
     config = decode_config(state["config"])
     record = state.get("data")
     check_data(record, config["data_path"], model_file)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = logging.getLogger()
-    logger.info(config)
-    dataset = create_dataset(config)
-    logger.info(dataset)
+    recbole.utils.init_logger(config)
+    logging.getLogger().info(config)
+    built = build_run(config, before_split=before_split, trainer=False)
+    dataset = built.dataset
     if record and [str(t) for t in dataset.field2id_token[dataset.iid_field]] != record["item_tokens"]:
         raise CheckpointError(f"the items of {config['dataset']} no longer match the ids {model_file} was trained "
                               "with (a filter or config setting changed?); load it with the settings it was trained with")
-    # looked up now: the patch layer wraps RecBole's data_preparation
-    train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(state["state_dict"])
-    model.load_other_parameter(state.get("other_parameter"))
-    return config, model, dataset, train_data, valid_data, test_data
+    built.model.load_state_dict(state["state_dict"])
+    built.model.load_other_parameter(state.get("other_parameter"))
+    return config, built.model, dataset, built.train_data, built.valid_data, built.test_data
 
 
 def _split_files(value):
@@ -236,15 +249,21 @@ def _search_with_hyperopt(args, params):
     if args.max_evals is not None and args.max_evals < 1:
         raise ValueError(f"--max_evals must be at least 1, got {args.max_evals}")
     algo = args.algo or "exhaustive"
-    fixed = {"model": args.model, "dataset": args.dataset}
     with write_atomic(args.output_file):
         pass  # starts the results file empty; each trial is appended as it finishes
 
     def objective(config_dict, config_file_list):
-        result = objective_function({**fixed, **tuning.flatten_bundles(config_dict)}, config_file_list)
-        result.update(best_valid_score=float(result["best_valid_score"]),
-                      best_valid_result=tuning.plain(result["best_valid_result"]),
-                      test_result=tuning.plain(result["test_result"]))
+        config = build_config(args.model, args.dataset, config_file_list, tuning.flatten_bundles(config_dict))
+        root = logging.getLogger()
+        for handler in root.handlers[:]:  # each trial its own log file, as RecBole's objective_function
+            root.removeHandler(handler)
+        recbole.utils.init_logger(config)
+        built = build_run(config)
+        best_valid_score, best_valid_result = built.trainer.fit(built.train_data, built.valid_data, verbose=False)
+        test_result = built.trainer.evaluate(built.test_data)
+        result = {"model": args.model, "best_valid_score": float(best_valid_score),
+                  "valid_score_bigger": config["valid_metric_bigger"],
+                  "best_valid_result": tuning.plain(best_valid_result), "test_result": tuning.plain(test_result)}
         with open(args.output_file, "a") as f:  # kept even if the search is interrupted
             f.write(tuning.results_entry(config_dict, result["best_valid_result"], result["test_result"]))
         return result

@@ -9,6 +9,7 @@ staying reachable as ``RecBole`` + its name (``RecBoleSASRec``).
 
 import difflib
 import importlib
+import logging
 import os
 from dataclasses import dataclass
 
@@ -93,6 +94,7 @@ def get_model(name):
     if not isinstance(name, str):
         raise TypeError(f"model must be a name (str), got {type(name).__name__}")
     if name in _MODELS:
+        _note_shadowing(name)
         return _MODELS[name].cls
     builtin = builtin_name(name)
     if builtin:
@@ -112,16 +114,16 @@ def get_model(name):
     )
 
 
-def shadow_note(cls):
-    """Once per process and class: the line saying that the plugin's model replaces RecBole's
-    model of the same name, or None. (Logged when the model is built: the first lookup comes
-    before RecBole has set up its logger.)"""
-    name = cls.__name__
-    if name in _shadow_checked or name not in _MODELS or _builtin_model(name) is None:
-        return None
+def _note_shadowing(name):
+    """Once per process and name, in RecBole's log: the plugin's model replaces RecBole's model of
+    the same name. Said at the first lookup after RecBole's logger is set up (a run's lookup for
+    its Config comes before that, the one that builds the model after)."""
+    if name in _shadow_checked or not logging.getLogger().handlers:
+        return
     _shadow_checked.add(name)
-    return (f"masan_recbole: model '{name}' is the plugin's implementation; "
-            f"RecBole's built-in one is available as '{BUILTIN_PREFIX}{name}'")
+    if _builtin_model(name) is not None:
+        logging.getLogger().info(f"masan_recbole: model '{name}' is the plugin's implementation; "
+                                 f"RecBole's built-in one is available as '{BUILTIN_PREFIX}{name}'")
 
 
 def is_plugin_model(name):

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+import recbole.utils
 from recbole.trainer import HyperTuning
 from recbole.utils import dict2str
 
@@ -224,12 +225,9 @@ def _trial(config, job):
     log/ and saved/ of the trial land there). Reports after every validation, then once more
     with the test result."""
     import ray
-    import recbole.data
     import torch
-    from recbole.config import Config
-    from recbole.utils import get_trainer, init_logger, init_seed
 
-    from masan_recbole.registry import get_model
+    from masan_recbole.build import build_config, build_run
 
     start, cpu_start = time.time(), time.process_time()
     report = _reporter()
@@ -243,15 +241,10 @@ def _trial(config, job):
     sys.argv = sys.argv[:1]  # a Ray worker's argv holds Ray's own --key=value flags, not RecBole settings
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # Ray's choice: RecBole's gpu_id default would move it
     settings = flatten_bundles(job["samples"][config["sample"]])
-    config = Config(model=job["model"], dataset=job["dataset"], config_file_list=job["config_files"],
-                    config_dict={**job["config_dict"], **settings, "gpu_id": gpus, "device": "cuda" if gpus else "cpu"})
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    dataset = recbole.data.create_dataset(config)
-    train_data, valid_data, test_data = recbole.data.data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    config = build_config(job["model"], job["dataset"], job["config_files"],
+                          {**job["config_dict"], **settings, "gpu_id": gpus, "device": "cuda" if gpus else "cpu"})
+    recbole.utils.init_logger(config)
+    _, train_data, valid_data, test_data, _, trainer = build_run(config)
     curve = []
 
     def progress():
@@ -327,8 +320,7 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     ``trials_file``, one JSON line per trial; ``resume`` runs only the trials that file lacks.
     Returns the trial records by sample index."""
     tune = _tune()
-    from recbole.config import Config
-
+    from masan_recbole.build import build_config
     from masan_recbole.config import check_config
     from masan_recbole.files import write_atomic
 
@@ -350,8 +342,7 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     config_files = [os.path.abspath(f) for f in config_files or []]
     # Checked here, once, so that a bad setting is one line rather than a failure in every trial.
     # gpu_id "" and device cpu: building it must not set CUDA_VISIBLE_DEVICES for the local Ray.
-    config = Config(model=model, dataset=dataset, config_file_list=config_files,
-                    config_dict={"gpu_id": "", "device": "cpu"})
+    config = build_config(model, dataset, config_files, {"gpu_id": "", "device": "cpu"})
     check_config(config)
     given = config.cmd_config_dict
     for key in ("device", "gpu_id"):

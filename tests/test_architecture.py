@@ -93,3 +93,59 @@ def test_the_cycle_finder_finds_a_function_level_cycle():
 def test_leaf_modules_import_nothing_above_them(leaf):
     allowed = {"masan_recbole.files"}
     assert import_graph()[leaf] <= allowed
+
+
+ARCHITECTURE = os.path.join(os.path.dirname(PACKAGE_DIR), "docs", "architecture.md")
+
+
+def documented_layers():
+    """Module -> layer number, from the table in docs/architecture.md."""
+    import re
+
+    layers = {}
+    with open(ARCHITECTURE) as f:
+        for line in f:
+            match = re.match(r"\|\s*(\d+) [^|]*\|([^|]*)\|", line)
+            if match:
+                for name in re.findall(r"`([\w.]+)`", match.group(2)):
+                    layers["masan_recbole" if name == "masan_recbole" else f"masan_recbole.{name}"] = int(match.group(1))
+    return layers
+
+
+def layering_violations(graph, layers):
+    """Imports that break docs/architecture.md's rules, as readable lines."""
+    wrong = []
+    for module, imported in graph.items():
+        for target in imported:
+            if layers[target] > layers[module]:
+                wrong.append(f"{module} (layer {layers[module]}) imports {target} (layer {layers[target]})")
+            if layers[module] == 3:  # a model: layers, fields, the contract and its own package only
+                own = module.rsplit(".", 1)[0] if module.count(".") > 2 else module
+                allowed = target in ("masan_recbole.layers", "masan_recbole.layers.transformer",
+                                     "masan_recbole.fields", "masan_recbole.model.base") or target.startswith(own)
+                if not allowed:
+                    wrong.append(f"model {module} imports {target}")
+    return wrong
+
+
+def test_every_module_has_its_layer_in_the_docs():
+    layers = documented_layers()
+    assert set(modules()) == set(layers), (
+        f"in the package, not in docs/architecture.md: {sorted(set(modules()) - set(layers))}; "
+        f"in the docs, not in the package: {sorted(set(layers) - set(modules()))}")
+
+
+def test_imports_point_down_the_documented_layers():
+    assert layering_violations(import_graph(), documented_layers()) == []
+
+
+@pytest.mark.parametrize("module, target", [
+    ("masan_recbole.data.bucketing", "masan_recbole.model.base"),  # data must not know the models
+    ("masan_recbole.data.all_positions", "masan_recbole.registry"),
+    ("masan_recbole.model.base", "masan_recbole.registry"),  # a model must not know the registry
+    ("masan_recbole.model.sasrec", "masan_recbole.model.masan.entmax"),  # nor another model
+])
+def test_the_layering_check_finds_a_wrong_import(module, target):
+    graph = import_graph()
+    graph[module] = graph[module] | {target}
+    assert layering_violations(graph, documented_layers())

@@ -13,7 +13,7 @@ window takes the loss only for the targets past the previous window's end, so ev
 target counts exactly once and sees at least L-S+1 items of context (RecBole: L).
 S = 1 reproduces RecBole's pairs exactly; larger S costs fewer windows but trains the
 last position (the one validation and test read for a long user) less often. The default
-S = L/10 keeps ml-100k and LastFM at RecBole's converged accuracy (docs/benchmarks.md, "Fast training vs RecBole's SASRec"); L/2 was measurably worse on both.
+S = L/10 was chosen on converged runs against RecBole's prefix training (docs/fast_training.md).
 """
 
 import numpy as np
@@ -21,8 +21,7 @@ import torch
 from recbole.data import utils as data_utils
 from recbole.data.interaction import Interaction
 
-from masan_recbole.model.base import targets_field
-from masan_recbole.registry import get_model, plugin_models
+from masan_recbole.fields import targets_field
 
 TRAIN_MODES = ("prefix", "all_positions")
 
@@ -112,38 +111,10 @@ def all_positions_train_set(train_dataset, config):
     return train_dataset.copy(rows)
 
 
-def check_train_mode(config):
-    """Refuse what all-position training can't do, with the fix."""
-    mode = config["train_mode"] or "prefix"  # None: a model outside the plugin's config layers
-    if mode not in TRAIN_MODES:
-        raise ValueError(f"train_mode '{mode}' is not one of {list(TRAIN_MODES)}")
-    if mode == "prefix":
-        return
-    name = config["model"]
-    if name not in plugin_models() or not getattr(get_model(name), "causal", False):
-        causal = sorted(m for m in plugin_models() if getattr(get_model(m), "causal", False))
-        raise ValueError(
-            f"train_mode all_positions needs a causal model (its output at position t may depend only "
-            f"on items up to t); {name} is not. Causal models: {', '.join(causal)}. "
-            f"Use train_mode: prefix for {name}."
-        )
-    if config["benchmark_filename"]:
-        raise ValueError(
-            "train_mode all_positions rebuilds sequences from RecBole's own augmentation; with "
-            "benchmark_filename the rows are given as prefixes already. Use train_mode: prefix."
-        )
-    if config["train_neg_sample_args"] is not None and config["train_neg_sample_args"].get("distribution") != "none":
-        raise ValueError(
-            "train_mode all_positions draws its negatives in the model (BPR: one uniform item per "
-            "position; SSM: ssm_sampler); set train_neg_sample_args: ~"
-        )
-    window_stride(config)
-
-
 def data_preparation(original, config, dataset):
     """RecBole's ``data_preparation``; with ``train_mode: all_positions`` the training
-    loader iterates over windows (:func:`all_positions_train_set`) instead of prefixes."""
-    check_train_mode(config)
+    loader iterates over windows (:func:`all_positions_train_set`) instead of prefixes (the
+    settings were checked with the config, masan_recbole.config.check_train_mode)."""
     train_data, valid_data, test_data = original(config, dataset)
     if config["train_mode"] == "all_positions":
         train_set = all_positions_train_set(train_data._dataset, config)

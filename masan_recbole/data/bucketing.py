@@ -43,7 +43,7 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.utils import ModelType
 
-from masan_recbole.model.base import targets_field
+from masan_recbole.fields import targets_field
 
 
 def enabled(config):

@@ -11,18 +11,13 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.loss import BPRLoss
 from torch import nn
 
-from masan_recbole.registry import shadow_note
+from masan_recbole.fields import targets_field
 
 LOSSES = ("CE", "BPR", "SSM")
 ALL_POSITIONS_WEIGHTS = ("per_target", "per_batch")
 SSM_SAMPLERS = ("uniform", "in_batch")
 PRECISIONS = ("auto", "bf16", "off")
 SSM_CORRECTION = "-log(K q) on negatives"  # the logQ correction of sampled_softmax, named in result files
-
-
-def targets_field(config):
-    """Name of the [B,L] field of all-position batches: the next item at every position, 0 = no loss."""
-    return config["ITEM_ID_FIELD"] + "_targets"
 
 
 class ItemScoringRecommender(SequentialRecommender):
@@ -46,9 +41,6 @@ class ItemScoringRecommender(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        note = shadow_note(type(self))
-        if note:
-            logging.getLogger().info(note)
         self.loss_type = config["loss_type"]
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type '{self.loss_type}' is not one of {list(LOSSES)}")
