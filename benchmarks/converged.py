@@ -12,17 +12,13 @@ than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant 
 ``<out>/.state/<run>/`` (not committed): ``best.pth`` (RecBole's best-validation checkpoint),
 ``latest.pth`` (the whole training state after each validated epoch) and ``progress.json`` (curve
 and epoch times). Started again, a run resumes from ``latest.pth`` with the project's exact resume,
-so it ends with the numbers an uninterrupted run would have had. A session's checkout may be new
-(nothing gitignored survives it), so after every validated epoch the run also copies its resume
-point into one file, ``<out>/parked/<run>.pth`` (``latest.pth``, ``progress.json``, and ``best.pth``
-without its optimizer state, which only training needs), which stays on this machine (git-ignored:
-no checkpoint enters git); a run with no ``.state`` resumes from its parked copy where one exists,
-else starts again, and the copy is deleted when the run stops early. One thread per process by default: on a 2-core machine start ``--all`` twice; a
+so it ends with the numbers an uninterrupted run would have had. The state stays on the machine that trains the run (git-ignored, never committed); a run whose state
+is gone starts again. One thread per process by default: on a 2-core machine start ``--all`` twice; a
 process takes the first pending run that no living process holds (``.state/<run>/lock``).
 
 The result file holds ``model``, ``dataset``, ``seed``, ``best_epoch``, ``epochs_run``,
 ``stopping_step``, ``test_result`` (the metrics of the best-validation model), ``valid_curve``,
-``per_user_ndcg@10`` (test users in id order, for paired tests), the full config, seconds per epoch
+``per_user_ndcg@10`` (test users in id order, for paired tests; packed as benchmarks.per_user writes it), the full config, seconds per epoch
 (the mean, and each epoch's in ``train_seconds`` / ``valid_seconds``), device, versions and commit.
 
 Two protocols. ``test_result`` is RecBole's: full ranking of every item but padding, the user's
@@ -53,6 +49,7 @@ from typing import NamedTuple
 import yaml
 
 from benchmarks.harness import BENCHMARKS, clock, environment, portable_config, read_result, write_json
+from benchmarks.per_user import pack, unpack
 
 MATRIX = os.path.join(BENCHMARKS, "converged.yaml")
 OUT = os.path.join(BENCHMARKS, "results", "converged")
@@ -62,52 +59,9 @@ def run_name(model, dataset, seed):
     return f"{dataset}-{model}-seed{seed}"
 
 
-def parked_file(out, name, part=""):
-    """Where a run's resume point is kept for a later process: ``<out>/parked/<run><part>.pth``,
-    git-ignored (``part`` ".refit" for a refit's)."""
-    return os.path.join(out, "parked", f"{name}{part}.pth")
-
-
-def park(state_dir, parked):
-    """Copy the resume point in ``state_dir`` (latest.pth, progress.json, best.pth) into the one file
-    ``parked``, written atomically: a commit made while the run trains takes one epoch's copy whole,
-    never files of two epochs. The best model goes without its optimizer state: only its weights are
-    read (to test), and the optimizer's moments would double the committed size."""
-    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
-
-    def bare(state, *drop):
-        return {k: v for k, v in state.items() if k not in ("checksum", *drop)}
-
-    with open(os.path.join(state_dir, "progress.json")) as f:
-        progress = json.load(f)
-    best = os.path.join(state_dir, "best.pth")
-    save_checkpoint({"progress": progress, "latest": bare(load_checkpoint(os.path.join(state_dir, "latest.pth"))),
-                     "best": bare(load_checkpoint(best), "optimizer") if os.path.isfile(best) else None}, parked)
-
-
-def unpark(parked, state_dir, name):
-    """Put a parked resume point back in ``state_dir`` when this machine has none; True if it did."""
-    from masan_recbole.checkpoint import load_checkpoint, save_checkpoint
-
-    if os.path.isfile(os.path.join(state_dir, "latest.pth")) or not os.path.isfile(parked):
-        return False
-    copy = load_checkpoint(parked)
-    write_json(os.path.join(state_dir, "progress.json"), copy["progress"])
-    if copy["best"] is not None:
-        save_checkpoint(copy["best"], os.path.join(state_dir, "best.pth"))
-    save_checkpoint(copy["latest"], os.path.join(state_dir, "latest.pth"))  # last: it marks a whole copy
-    print(f"{name}: this machine has no state of it; resuming from the parked copy {parked}")
-    return True
-
-
-def discard(path):
-    if os.path.isfile(path):
-        os.remove(path)
-
-
 def has_resume_point(out, name):
-    """Whether the run can resume: a saved state on this machine, or a parked one."""
-    return os.path.isfile(os.path.join(out, ".state", name, "latest.pth")) or os.path.isfile(parked_file(out, name))
+    """Whether this machine holds a saved state of the run."""
+    return os.path.isfile(os.path.join(out, ".state", name, "latest.pth"))
 
 
 class Run(NamedTuple):
@@ -135,19 +89,11 @@ def load_matrix(path=MATRIX):
 
 # ---------------------------------------------------------------------------- the paper's protocol
 
-# BSARec (and the S3-Rec/FMLP-Rec/FEARec/ICLRec code it comes from) ranks every item but first sets
-# the scores of the user's earlier items to 0 (src/trainers.py:
-# ``rating_pred[self.args.train_matrix[batch_user_index].toarray() > 0] = 0``; the test matrix holds
-# user_seq[:-1]). RecBole ranks them. The figures below repeat the paper's rule on our models.
-HISTORY_SCORE = 0.0
-# 0, not -inf, because that is what the paper's code does, and it is not the same as leaving the
-# items out: an earlier item still takes a place in the ranking, above every item whose score is
-# below 0 (dot-product scores often are). A target that repeats an earlier item gets score 0 too,
-# and is still ranked: first if every other item scores below 0, and in the top k whenever fewer
-# than k other items score above 0. Such a target ties at 0 with the other earlier items: every rank
-# here is 1 + the items scoring strictly above the target, so ties go the target's way (BSARec's
-# argpartition/argsort leaves their order to numpy). The padding item stays at RecBole's -inf (in
-# BSARec's code item 0 is ranked with its embedding's score).
+# The papers' rule (the user's earlier items scored 0 before ranking) is the product's
+# (masan_recbole.protocol, config key eval_exclude_history); here it is applied to each test target
+# once more, to keep per-user ranks for paired tests. Every rank is 1 + the items scoring strictly
+# above the target, so a repeated target tying at 0 with earlier items wins the tie (BSARec's
+# argsort leaves such ties to numpy).
 
 ONE_TARGET_METRICS = ("hit", "recall", "precision", "mrr", "map", "ndcg")
 
@@ -170,73 +116,6 @@ def one_target_values(name, ranks, k):
     raise ValueError(f"{name} is not a per-target ranking metric; known: {', '.join(ONE_TARGET_METRICS)}")
 
 
-class Histories(NamedTuple):
-    """Every user's interactions in time order, concatenated: user u's are items[starts[u]:ends[u]]."""
-    items: "torch.Tensor"  # [interactions] internal item ids
-    starts: "torch.Tensor"  # [users] (internal user ids; 0 is padding, with no interactions)
-    ends: "torch.Tensor"  # [users]
-
-
-def user_histories(dataset):
-    """The users' interactions ordered by time (None for files without a time column), from a RecBole dataset not yet split (create_dataset's
-    output, before data_preparation: afterwards a sequential dataset holds augmented rows only).
-    The order is RecBole's own (a stable sort by time, then by user), so the last interaction of a
-    user is their test target under leave-one-out."""
-    import numpy as np
-    import pandas as pd
-    import torch
-
-    frame = dataset.inter_feat
-    if not isinstance(frame, pd.DataFrame):
-        raise ValueError("user_histories needs the dataset before data_preparation (its inter_feat a DataFrame)")
-    if dataset.time_field is None or dataset.time_field not in frame:
-        # Session files (SR-GNN's protocol): each row is its own prefix -> next pair with no user
-        # history behind it, and the protocol ranks every item; the S3-Rec rule does not apply.
-        return None
-    users = frame[dataset.uid_field].to_numpy()
-    by_time = np.argsort(frame[dataset.time_field].to_numpy(), kind="stable")
-    order = by_time[np.argsort(users[by_time], kind="stable")]
-    counts = np.bincount(users, minlength=dataset.user_num)
-    ends = np.cumsum(counts)
-    return Histories(torch.as_tensor(frame[dataset.iid_field].to_numpy()[order], dtype=torch.long),
-                     torch.as_tensor(ends - counts, dtype=torch.long), torch.as_tensor(ends, dtype=torch.long))
-
-
-def earlier_items(histories, users, targets):
-    """(row, item) pairs of every item each user had before their target: all the user's interactions
-    but one occurrence of the target. Not "all but the last by time": interactions with equal times
-    (ml-100k has them) come in whichever order RecBole's sort left them, and RecBole's split decides
-    which of them is the target. An earlier occurrence of the same item stays (a repeat, as the
-    paper's code treats it). users, targets: [B] -> rows, items: [H]."""
-    import torch
-
-    targets = targets.cpu()
-    starts, ends = histories.starts[users], histories.ends[users]  # [B]
-    lengths = ends - starts  # [B] all interactions per user
-    rows = torch.repeat_interleave(torch.arange(len(users)), lengths)  # [H+B]
-    offsets = torch.arange(len(rows)) - torch.repeat_interleave(lengths.cumsum(0) - lengths, lengths)
-    items = histories.items[starts[rows] + offsets]  # [H+B]
-    # the target's last occurrence in each row is the one to leave out
-    is_target = items == targets[rows]
-    position = torch.where(is_target, torch.arange(len(rows)), torch.full_like(rows, -1))
-    drop = torch.full((len(users),), -1, dtype=torch.long).scatter_reduce(0, rows, position, "amax")  # [B]
-    if (drop < 0).any():
-        wrong = (drop < 0).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"test targets are not among their users' interactions (rows {wrong}): "
-                         "the history-excluded figures need RecBole's leave-one-out split of the same data")
-    keep = torch.ones(len(rows), dtype=torch.bool)
-    keep[drop] = False
-    return rows[keep], items[keep]
-
-
-def exclude_history(scores, rows, items):
-    """The scores with each user's earlier items set to HISTORY_SCORE, as the paper's test does.
-    scores: [B, items] (RecBole's, padding at -inf, which stays there) -> [B, items], a copy."""
-    excluded = scores.clone()
-    excluded[rows.to(scores.device), items.to(scores.device)] = HISTORY_SCORE
-    return excluded
-
-
 def target_ranks(scores, positive_u, positive_i):
     """Rank of each target among its row's scores: 1 + the items scoring strictly above it. [P]"""
     target = scores[positive_u, positive_i]  # [P]
@@ -254,6 +133,8 @@ def score_test_users(trainer, test_data, histories=None):
     history ranked) and, given ``histories``, under the paper's rule (earlier items scored 0)."""
     import torch
 
+    from masan_recbole import protocol
+
     uid_field = trainer.config["USER_ID_FIELD"]
     users, ranks, excluded_ranks = [], [], []
     trainer.model.eval()
@@ -264,9 +145,9 @@ def score_test_users(trainer, test_data, histories=None):
             users += batch_users.tolist()
             ranks.append(target_ranks(scores, positive_u, positive_i).cpu())
             if histories is not None:
-                rows, items = earlier_items(histories, batch_users.cpu(), positive_i.cpu())
+                rows, items = protocol.earlier_items(histories, batch_users.cpu(), positive_i.cpu())
                 # rows index the targets; scores' rows are the batch's users
-                excluded = exclude_history(scores[positive_u], rows, items)
+                excluded = protocol.exclude_history(scores[positive_u], rows, items)
                 excluded_ranks.append(target_ranks(excluded, torch.arange(len(positive_u), device=scores.device),
                                                    positive_i).cpu())
     return ScoredTargets(users, torch.cat(ranks), torch.cat(excluded_ranks) if histories is not None else None)
@@ -307,7 +188,7 @@ def protocol_fields(config, scored, test_result):
     metrics, topk, decimals = config["metrics"], config["topk"], config["metric_decimal_place"]
     check_matches_recbole(rank_metrics(scored.ranks, metrics, topk), test_result, decimals)
     users, ndcg = per_user_gains(scored.users, scored.ranks)
-    fields = {"per_user_ndcg@10": {"users": users, "ndcg": ndcg, "mean": sum(ndcg) / len(ndcg),
+    fields = {"per_user_ndcg@10": {**pack(users, ndcg), "mean": sum(ndcg) / len(ndcg),
                                    "recbole_ndcg@10": float(test_result.get("ndcg@10", math.nan))}}
     if scored.ranks_history_excluded is None:  # no histories (session files): the fields say so with None
         return {**fields, **{key: None for key in HISTORY_FIELDS}}
@@ -315,7 +196,7 @@ def protocol_fields(config, scored, test_result):
     return {
         **fields,
         "test_result_history_excluded": rank_metrics(scored.ranks_history_excluded, metrics, topk, decimals),
-        "per_user_ndcg@10_history_excluded": {"users": excluded_users, "ndcg": excluded_ndcg,
+        "per_user_ndcg@10_history_excluded": {**pack(excluded_users, excluded_ndcg),
                                               "mean": sum(excluded_ndcg) / len(excluded_ndcg)},
     }
 
@@ -337,7 +218,7 @@ def goes_on(record, settings):
 
 
 class Prepared(NamedTuple):
-    histories: object  # Histories of the whole dataset, before any change to it
+    histories: object  # masan_recbole.protocol.Histories of the whole dataset, before any change to it
     train_data: object
     valid_data: object
     test_data: object
@@ -346,30 +227,27 @@ class Prepared(NamedTuple):
 
 
 def prepare(config, adapt_dataset=None):
-    """Data, model and trainer of one run from its ``config``, seeded as RecBole's run_recbole seeds
-    them (once before the data, again before the model), so that train(), rescore() and refit()
-    rebuild the same run. ``adapt_dataset`` changes the dataset before it is split (refit)."""
-    import masan_recbole  # noqa: F401  (the plugin's models and patches)
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    """Data, model and trainer of one run from its ``config`` (the package's one build), so that
+    train(), rescore() and refit() rebuild the same run. ``adapt_dataset`` changes the dataset
+    before it is split (refit)."""
+    from masan_recbole import protocol
+    from masan_recbole.build import build_run
 
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    histories = user_histories(dataset)  # before data_preparation turns it into augmented rows
-    if adapt_dataset is not None:
-        dataset = adapt_dataset(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    return Prepared(histories, train_data, valid_data, test_data, model, trainer)
+    histories = []
+
+    def before_split(dataset):
+        histories.append(protocol.user_histories(dataset))  # before data_preparation turns it into augmented rows
+        return adapt_dataset(dataset) if adapt_dataset is not None else dataset
+
+    built = build_run(config, before_split=before_split)
+    return Prepared(histories[0], built.train_data, built.valid_data, built.test_data, built.model, built.trainer)
 
 
 class ResumeError(RuntimeError):
     """A run's saved state is not one epoch's files (a copy mixed from two epochs, or cut short)."""
 
 
-def resume_progress(saved, done, state_dir, parked, bigger=None):
+def resume_progress(saved, done, state_dir, bigger=None):
     """The first ``done`` epochs of a saved progress.json, ``done`` being latest.pth's count:
     progress.json is written first, so it may be ahead, never behind. With ``bigger`` (a validated
     run), best.pth must hold the best point of that curve, as RecBole's early stopping chose it, or
@@ -381,7 +259,7 @@ def resume_progress(saved, done, state_dir, parked, bigger=None):
     if "valid_curve" in saved:  # one point per validation (eval_step epochs apart)
         progress["valid_curve"] = [p for p in saved["valid_curve"] if p["epoch"] < done]
         progress["valid_seconds"] = saved["valid_seconds"][:len(progress["valid_curve"])]
-    fix = f"not one epoch's files: delete {state_dir} and {parked} to start the run over"
+    fix = f"not one epoch's files: delete {state_dir} to start the run over"
     if len(progress["train_seconds"]) < done:
         raise ResumeError(f"{state_dir}: progress.json has {len(progress['train_seconds'])} epochs, "
                           f"latest.pth {done}; {fix}")
@@ -399,7 +277,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     import torch
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
-    from recbole.config import Config
+    from masan_recbole.build import build_config
     from recbole.utils import init_logger
 
     torch.set_num_threads(threads)
@@ -409,18 +287,15 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
     if os.path.isfile(result_path):
         record = read_result(result_path)
         if not goes_on(record, settings):
-            if record["stopped_early"]:
-                discard(parked_file(out, name))  # left if a process ended between the two
             print(f"{name}: finished already ({result_path})")
             return record
         resumable = has_resume_point(out, name)
         print(f"{name}: ran all its {record['epochs_run']} epochs without stopping early; going on to "
               f"{settings['epochs']} or early stopping" + ("" if resumable else
               f", from epoch 0: its state ({os.path.join(out, '.state', name)}) is not on this machine"))
-    state_dir, parked = os.path.join(out, ".state", name), parked_file(out, name)
+    state_dir = os.path.join(out, ".state", name)
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
-    unpark(parked, state_dir, name)
-    config = Config(model=model_name, dataset=dataset, config_dict={
+    config = build_config(model_name, dataset, config_dict={
         "seed": seed, "checkpoint_dir": state_dir, "show_progress": False, **settings})
     init_logger(config)
     histories, train_data, valid_data, test_data, model, trainer = prepare(config)
@@ -432,7 +307,7 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         with open(progress_path) as f:
             saved = json.load(f)
         done = trainer.start_epoch
-        progress = resume_progress(saved, done, state_dir, parked, config["valid_metric_bigger"])
+        progress = resume_progress(saved, done, state_dir, config["valid_metric_bigger"])
         print(f"{name}: resuming after epoch {done - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
@@ -455,7 +330,6 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         # progress first: if killed between the two writes, resuming trims it to latest.pth's epoch
         write_json(progress_path, progress)
         trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=latest)
-        park(state_dir, parked)
 
     trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, timed_valid_epoch
     stopped = trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs
@@ -487,8 +361,6 @@ def train(model_name, dataset, seed, settings, out=OUT, threads=1, label=None):
         **environment(config["device"].type, threads),
     }
     write_json(result_path, record, indent="top")
-    if record["stopped_early"]:  # nothing will resume it (a run that used all its epochs may go on)
-        discard(parked)
     print(f"{name}: best epoch {record['best_epoch']} of {epochs_run}, test {record['test_result']}")
     return record
 
@@ -519,7 +391,7 @@ def rescore(result_path, out=OUT, threads=1):
     import torch
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
-    from recbole.config import Config
+    from masan_recbole.build import build_config
 
     from masan_recbole.checkpoint import load_checkpoint
 
@@ -535,7 +407,7 @@ def rescore(result_path, out=OUT, threads=1):
         if saved.get(key) != record[key]:
             raise RescoreError(f"{name}: {best} is a checkpoint of {key} {saved.get(key)!r}, the result file's is {record[key]!r}")
     with tempfile.TemporaryDirectory() as scratch:  # RecBole's trainer makes its checkpoint_dir: not .state
-        config = Config(model=record["model"], dataset=record["dataset"], config_dict={
+        config = build_config(record["model"], record["dataset"], config_dict={
             "seed": record["seed"], "checkpoint_dir": scratch, "show_progress": False, **record["settings"]})
         differ = config_differences(config, record)
         if differ:
@@ -548,9 +420,9 @@ def rescore(result_path, out=OUT, threads=1):
         if {k: float(v) for k, v in test_result.items()} != record["test_result"]:
             raise RescoreError(f"{name}: the checkpoint gives test {dict(test_result)}, the file records {record['test_result']}")
         fields = protocol_fields(config, score_test_users(trainer, test_data, histories), record["test_result"])
-    recorded = record["per_user_ndcg@10"]
-    now = fields["per_user_ndcg@10"]
-    if now["users"] != recorded["users"] or max(abs(a - b) for a, b in zip(now["ndcg"], recorded["ndcg"])) > 2e-6:
+    recorded_users, recorded = unpack(record["per_user_ndcg@10"])
+    users, now = unpack(fields["per_user_ndcg@10"])
+    if users != recorded_users or max(abs(a - b) for a, b in zip(now, recorded)) > 2e-6:
         raise RescoreError(f"{name}: the rebuilt run's per-user NDCG@10 differs from the recorded one")
     write_json(result_path, {**record, **{k: fields[k] for k in HISTORY_FIELDS}}, indent="top")
     print(f"{name}: test {record['test_result']}; history excluded {fields['test_result_history_excluded']}")
@@ -589,11 +461,11 @@ def refit(result_path, out=OUT, threads=1):
     """Train the finished run's model again, from its seed, on training + validation rows for
     best_epoch + 1 epochs (its learning-rate schedule included), then test the last model; adds
     ``test_result_refit`` and ``refit`` to the result file, every other field kept. Resumable like
-    train(): the state is in ``.state/<run>/refit/``, parked in ``parked/<run>.refit.pth``."""
+    train(): the state is in ``.state/<run>/refit/``."""
     import torch
 
     import masan_recbole  # noqa: F401  (the plugin's models and patches)
-    from recbole.config import Config
+    from masan_recbole.build import build_config
     from recbole.utils import init_logger
 
     from masan_recbole.checkpoint import load_checkpoint
@@ -601,16 +473,13 @@ def refit(result_path, out=OUT, threads=1):
     torch.set_num_threads(threads)
     record = read_result(result_path)
     name = run_name(record.get("label") or record["model"], record["dataset"], record["seed"])
-    parked = parked_file(out, name, ".refit")
     if all(key in record for key in REFIT_FIELDS):
-        discard(parked)
         print(f"{name}: refitted already")
         return record
     state_dir = os.path.join(out, ".state", name, "refit")
     latest, progress_path = os.path.join(state_dir, "latest.pth"), os.path.join(state_dir, "progress.json")
-    unpark(parked, state_dir, f"{name} (refit)")
     epochs = record["best_epoch"] + 1
-    config = Config(model=record["model"], dataset=record["dataset"], config_dict={
+    config = build_config(record["model"], record["dataset"], config_dict={
         "seed": record["seed"], "checkpoint_dir": state_dir, "show_progress": False, **record["settings"],
         "epochs": epochs})
     differ = {k: v for k, v in config_differences(config, record).items() if k not in ("epochs", "checkpoint_dir")}
@@ -636,7 +505,7 @@ def refit(result_path, out=OUT, threads=1):
     if os.path.isfile(latest):
         trainer.resume_checkpoint(latest)
         with open(progress_path) as f:
-            seconds = resume_progress(json.load(f), trainer.start_epoch, state_dir, parked)["train_seconds"]
+            seconds = resume_progress(json.load(f), trainer.start_epoch, state_dir)["train_seconds"]
         print(f"{name}: refit resuming after epoch {trainer.start_epoch - 1}")
     on_cuda = config["device"].type == "cuda"
     train_epoch = trainer._train_epoch
@@ -648,13 +517,7 @@ def refit(result_path, out=OUT, threads=1):
         write_json(progress_path, {"run": trained_for, "train_seconds": seconds})  # before the checkpoint, as train() does
         return loss
 
-    save_epoch = trainer._save_checkpoint  # without validation, RecBole's save after every epoch
-
-    def save_and_park(*args, **kwargs):
-        save_epoch(*args, **kwargs)
-        park(state_dir, parked)
-
-    trainer._train_epoch, trainer._save_checkpoint = timed_train_epoch, save_and_park
+    trainer._train_epoch = timed_train_epoch
     if trainer.start_epoch < epochs:
         trainer.fit(train_data, None, saved=True, show_progress=False)
     test_result = {k: float(v) for k, v in trainer.evaluate(test_data, load_best_model=False).items()}
@@ -662,7 +525,6 @@ def refit(result_path, out=OUT, threads=1):
               "refit": {"epochs": epochs, "train_rows": len(train_data._dataset),
                         "train_seconds_per_epoch": sum(seconds) / len(seconds), "train_seconds": seconds}}
     write_json(result_path, {**read_result(result_path), **fields}, indent="top")
-    discard(parked)
     print(f"{name}: refit on training + validation for {epochs} epochs, test {test_result}")
     return {**record, **fields}
 
@@ -704,7 +566,7 @@ def record_state(run, record):
 
 
 def run_state(run, out):
-    """:func:`record_state` of its result file, else "started" (a saved or parked state) or "pending"."""
+    """:func:`record_state` of its result file, else "started" (a saved state on this machine) or "pending"."""
     name = run_name(run.label, run.dataset, run.seed)
     path = os.path.join(out, f"{name}.json")
     if os.path.isfile(path):

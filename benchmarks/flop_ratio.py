@@ -16,15 +16,13 @@ SHAPES = {"hidden_size": 64, "inner_size": 256, "MAX_ITEM_LIST_LENGTH": 50, "n_l
 
 def step_flops(model_name, dataset, settings):
     """FLOPs of one training step's forward and backward, by operator."""
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, init_seed
     from torch.utils.flop_counter import FlopCounterMode
 
-    config = Config(model=model_name, dataset=dataset, config_dict={"state": "ERROR", **settings})
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = get_model(model_name)(config, train_data._dataset)
+    from masan_recbole.build import build_config, build_run
+
+    config = build_config(model_name, dataset, config_dict={"state": "ERROR", **settings})
+    run = build_run(config, trainer=False)
+    model, train_data = run.model, run.train_data
     with FlopCounterMode(display=False) as counter:
         model.calculate_loss(next(iter(train_data))).backward()
     return {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}

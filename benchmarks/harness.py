@@ -1,8 +1,8 @@
 """What every benchmark script records, implemented once: the environment record, timing, peak
 memory, config hashing and the writing (and reading) of result files.
 
-Used by benchmarks.compare, benchmarks.fast_training, benchmarks.reproduce and
-benchmarks.sasrec_speed. torch and RecBole are imported inside the functions that need them, so
+Used by benchmarks.fast_training, benchmarks.reproduce, benchmarks.speed_table and
+benchmarks.converged. torch and RecBole are imported inside the functions that need them, so
 that ``python -m benchmarks.reproduce --help`` and the checks of its input stay quick.
 
 Result files and their schema versions
@@ -12,8 +12,6 @@ A file without the key is version 1; readers go through :func:`read_result` /
 :func:`schema_version`, which accept versions 1 to :data:`SCHEMA_VERSION` and refuse newer ones.
 
 Version 1 (no ``schema_version`` key): the files written before this module.
-  compare, sasrec_speed: ``versions`` held python and torch only; ``device_name`` was
-  ``platform.processor()`` (often just "x86_64").
   fast_training: ``versions`` held python and torch only; ``device`` was a description, the GPU's
   name or "cpu (<processor>, <N> threads)"; no ``device_name`` or ``threads``.
   reproduce: already had the full record below.
@@ -190,24 +188,16 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
     """Train ``model_name`` on ``dataset_name`` (RecBole's fit with early stopping), then test the
     best-validation checkpoint. Times every training epoch and every validation (full-sort)
     evaluation with :func:`clock`, and keeps the validation score of each epoch."""
-    import masan_recbole  # noqa: F401  (first: it puts the plugin's get_model in front of RecBole's)
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    from masan_recbole.build import build_config, build_run
 
     config_dict = dict(config_dict) if epochs is None else dict(config_dict, epochs=epochs)
-    config = Config(model=model_name, dataset=dataset_name, config_file_list=config_file_list,
-                    config_dict=config_dict)
+    config = build_config(model_name, dataset_name, config_file_list, config_dict)
     on_cuda = config["device"].type == "cuda"
     reset_peak_cuda_memory(on_cuda)
     rss_start = current_rss_mb()
     start = time.perf_counter()
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-    data_seconds = time.perf_counter() - start
-    init_seed(config["seed"], config["reproducibility"])
-    model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    _, train_data, valid_data, test_data, model, trainer = build_run(config)
+    data_seconds = time.perf_counter() - start  # loading, splitting and the model's construction
 
     epoch_seconds, valid_curve = [], []
     train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch

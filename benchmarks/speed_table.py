@@ -138,35 +138,31 @@ def token_share(loader, config, epochs=3):
 
 def prepare(dataset, spec, config_file_list=None, extra=None):
     """Both arms' loaders (training and validation) and every model with its trainer."""
-    import masan_recbole  # noqa: F401  (registers the models, applies the patches)
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import get_model, get_trainer, init_seed
+    from masan_recbole.build import build_config, build_run
 
     extra = extra or {}
     loaders, configs, built = {}, {}, {}
     base = MODELS[spec["models"][0]]
     for arm in (PADDED, BUCKETED):
-        config = Config(model=base[0], dataset=dataset, config_file_list=config_file_list,
-                        config_dict={**COMMON, **base[1], **spec["shared"], **extra, "length_bucketing": arm == BUCKETED})
-        init_seed(config["seed"], config["reproducibility"])
+        config = build_config(base[0], dataset, config_file_list,
+                              {**COMMON, **base[1], **spec["shared"], **extra, "length_bucketing": arm == BUCKETED})
         start = time.perf_counter()
-        train, valid, _ = data_preparation(config, create_dataset(config))
-        loaders[arm] = {"train": train, "valid": valid, "data_seconds": time.perf_counter() - start}
+        data = build_run(config, model=False)
+        loaders[arm] = {"data": data, "train": data.train_data, "valid": data.valid_data,
+                        "data_seconds": time.perf_counter() - start}
         configs[arm] = config
     for label in spec["models"]:
         name, overrides, arms = MODELS[label]
-        config = Config(model=name, dataset=dataset, config_file_list=config_file_list,
-                        config_dict={**COMMON, **overrides, **spec["shared"], **extra, "length_bucketing": False})
+        config = build_config(name, dataset, config_file_list,
+                              {**COMMON, **overrides, **spec["shared"], **extra, "length_bucketing": False})
         for key in ("train_batch_size", "eval_batch_size", "MAX_ITEM_LIST_LENGTH"):
             if config[key] != configs[PADDED][key]:
                 raise SystemExit(f"{dataset}: {label} has {key} {config[key]}, the shared loaders "
                                  f"{configs[PADDED][key]}; give it in DATASETS[...]['shared']")
-        init_seed(config["seed"], config["reproducibility"])
         start = time.perf_counter()
-        model = get_model(name)(config, loaders[PADDED]["train"]._dataset).to(config["device"])
-        trainer = get_trainer(config["MODEL_TYPE"], name)(config, model)
-        built[label] = {"config": config, "model": model, "trainer": trainer, "arms": arms,
+        shared = loaders[PADDED]["data"]
+        run = build_run(config, data=(shared.dataset, shared.train_data, shared.valid_data, shared.test_data))
+        built[label] = {"config": config, "model": run.model, "trainer": run.trainer, "arms": arms,
                         "build_seconds": time.perf_counter() - start}
     return loaders, configs, built
 
