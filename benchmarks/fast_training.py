@@ -45,21 +45,22 @@ def run_variant(model_name, dataset, config_dict):
     result = run_model(model_name, dataset, config_dict)
     valid = {point["epoch"]: point for point in result["valid_curve"]}
     epochs, wall = [], 0.0
-    for number, train_s in enumerate(result["train_seconds"], start=1):
+    for number, train_s in enumerate(result["train_seconds"]):  # RecBole's epoch numbers, from 0
         epoch = {"train_s": train_s}
         if number in valid:
             epoch.update(valid_s=valid[number]["seconds"], valid_score=valid[number]["score"])
         wall += train_s + epoch.get("valid_s", 0.0)
         epochs.append(dict(epoch, wall_s=wall))
     scored = [i for i, e in enumerate(epochs) if "valid_score" in e]
-    best = max(scored, key=lambda i: epochs[i]["valid_score"])
+    top = max(epochs[i]["valid_score"] for i in scored)
+    best = [i for i in scored if epochs[i]["valid_score"] == top][-1]  # of equal scores RecBole keeps the last
     run = {
         "model": model_name,
         "train_rows": result["train_rows"],
         "epochs": epochs,
         "epochs_run": len(epochs),
         "seconds_per_epoch": result["train_seconds_per_epoch"],
-        "best_epoch": best + 1,
+        "best_epoch": best,
         "best_valid_score": epochs[best]["valid_score"],
         "wall_to_best_s": epochs[best]["wall_s"],
         "test": result["test"],

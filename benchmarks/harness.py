@@ -191,6 +191,8 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
     from masan_recbole.build import build_config, build_run
 
     config_dict = dict(config_dict) if epochs is None else dict(config_dict, epochs=epochs)
+    # stated for every model, RecBole's too: a pair on CUDA then compares the same arithmetic
+    config_dict.setdefault("mixed_precision", "auto")
     config = build_config(model_name, dataset_name, config_file_list, config_dict)
     on_cuda = config["device"].type == "cuda"
     reset_peak_cuda_memory(on_cuda)
@@ -211,7 +213,8 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
     def timed_valid_epoch(*args, **kwargs):
         start = clock(on_cuda)
         score, result = valid_epoch(*args, **kwargs)
-        valid_curve.append({"epoch": len(epoch_seconds), "seconds": clock(on_cuda) - start, "score": float(score),
+        # RecBole's epoch number (from 0), as converged.py and RecBole's log number them
+        valid_curve.append({"epoch": len(epoch_seconds) - 1, "seconds": clock(on_cuda) - start, "score": float(score),
                             "metrics": {k: float(v) for k, v in result.items()}})
         return score, result
 

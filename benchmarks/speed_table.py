@@ -77,7 +77,9 @@ RATIOS = [
     ("ASRec / SASRec (padded)", "ASRec", "SASRec", PADDED, 2.0),
 ]
 BUCKET_TARGETS = {("beauty", "MASAN"): 0.4, ("diginetica", "SR-SAN"): 0.5}
+# mixed_precision stated for RecBole's models too: on CUDA both sides of a pair run bf16
 COMMON = {"show_progress": False, "state": "WARNING", "train_neg_sample_args": None, "loss_type": "CE",
+          "mixed_precision": "auto",
           "device": "cpu", "metrics": ["Hit", "NDCG", "MRR"], "topk": [10], "valid_metric": "NDCG@10"}
 
 

@@ -13,6 +13,7 @@ import torch
 from recbole.config import Config
 from recbole.data import create_dataset
 
+from conftest import SYNTH
 from masan_recbole import patches
 from masan_recbole.patches.tools import patched_by
 
@@ -444,3 +445,24 @@ def test_recboles_graph_models_build_their_adjacency_on_current_scipy(tiny_confi
     assert model.norm_adj_matrix._nnz() == 2 * len(set(zip(pairs.row, pairs.col)))  # repeated pairs count once
     batch = next(iter(train))
     assert torch.isfinite(model.calculate_loss(batch))
+
+
+@pytest.mark.parametrize("model", ["RecBoleSASRec", "SASRec"])
+def test_mixed_precision_reaches_recboles_models_only_when_set(tiny_config, model):
+    """bf16 asked for: RecBole's SASRec computes its training loss under autocast as ours does;
+    not asked for, RecBole's trains in fp32 as RecBole trains it (the plugin's default is its own)."""
+    from masan_recbole.build import build_config, build_run
+
+    dtypes = {}
+    for setting in ("bf16", None):
+        settings = dict(tiny_config, **({"mixed_precision": setting} if setting else {}))
+        built = build_run(build_config(model, SYNTH, config_dict=settings))
+        seen = []
+        linear = next(m for m in built.model.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+        batch = next(iter(built.train_data)).to(built.config["device"])
+        built.model.train()
+        built.model.calculate_loss(batch)
+        dtypes[setting] = seen[0]
+    assert dtypes["bf16"] == torch.bfloat16
+    assert dtypes[None] == torch.float32  # on CPU the plugin's default (auto) is fp32 too

@@ -22,18 +22,6 @@ CONVERTERS = {
 }
 
 
-# Where each data set's original files sit in this project's workspace (README of ../shared/datasets);
-# a user passes whatever folder holds the downloaded files.
-SOURCE_FOLDERS = {
-    "diginetica": "diginetica", "yoochoose1_64": "yoochoose/yoochoose1_64", "yoochoose1_4": "yoochoose",
-    "tmall": "tmall",
-    "nowplaying": "nowplaying", "beauty": "amazon-beauty", "sports": "amazon-sports-outdoors",
-    "toys": "amazon-toys-games", "yelp-s3rec": "yelp", "lastfm": "lastfm", "video-games": "amazon-video-games",
-    "ml-1m-gsasrec": "ml-1m",
-}
-SHARED_DATASETS = os.path.join("..", "shared", "datasets")
-
-
 def closest_converter(name):
     """The converter called ``name``, or the one whose name is closest (``yelp`` -> ``yelp-s3rec``), or None."""
     if name in CONVERTERS:
@@ -48,10 +36,9 @@ def convert_command(name, to="dataset"):
     found = closest_converter(name)
     if found is None:
         return None
-    shared = os.path.join(SHARED_DATASETS, SOURCE_FOLDERS.get(found, found))
-    source = shared if os.path.isdir(shared) else f"<folder with the {found} files>"
     target = "" if os.path.normpath(to) == "dataset" else f" --to {to}"
-    return f"python -m masan_recbole.data convert {found} --from {source}{target}"
+    # where the downloaded files sit is the user's to say; docs/datasets.md names each download
+    return f"python -m masan_recbole.data convert {found} --from <folder with the {found} files>{target}"
 
 
 def convert(name, source, to="dataset", valid_fraction=0.1):

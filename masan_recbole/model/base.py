@@ -12,11 +12,11 @@ from recbole.model.loss import BPRLoss
 from torch import nn
 
 from masan_recbole.fields import targets_field
+from masan_recbole.precision import autocast_dtype
 
 LOSSES = ("CE", "BPR", "SSM")
 ALL_POSITIONS_WEIGHTS = ("per_target", "per_batch")
 SSM_SAMPLERS = ("uniform", "in_batch")
-PRECISIONS = ("auto", "bf16", "off")
 SSM_CORRECTION = "-log(K q) on negatives"  # the logQ correction of sampled_softmax, named in result files
 
 
@@ -49,7 +49,7 @@ class ItemScoringRecommender(SequentialRecommender):
         self.init_all_positions_weight(config, dataset)
         if self.loss_type == "SSM":
             self.init_sampled_softmax(config, dataset)
-        self.autocast_dtype = self.pick_precision(config)
+        self.autocast_dtype = autocast_dtype(config)
         if config["compile"]:
             # both entry points of the scoring path: forward for prefix training and full-sort
             # scores, encode for all-position training (a model's forward need not call encode)
@@ -111,17 +111,6 @@ class ItemScoringRecommender(SequentialRecommender):
         counts = torch.bincount(targets.flatten(), minlength=self.n_items).double()
         counts[0] = 0
         self.register_buffer("log_q", (counts.clamp(min=1) / counts.sum()).log().float(), persistent=False)
-
-    @staticmethod
-    def pick_precision(config):
-        choice = config["mixed_precision"]
-        if choice not in PRECISIONS:
-            raise ValueError(f"mixed_precision '{choice}' is not one of {list(PRECISIONS)}")
-        device = torch.device(config["device"])
-        if choice == "auto":
-            bf16_ok = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-            return torch.bfloat16 if bf16_ok else None
-        return torch.bfloat16 if choice == "bf16" else None
 
     def autocast(self, device_type):
         if self.autocast_dtype is None:

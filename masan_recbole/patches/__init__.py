@@ -156,6 +156,11 @@ INVENTORY = (
           "comparing with S3-Rec, FMLP-Rec, FEARec and BSARec do; RecBole has no such option",
           "tests/test_protocol.py::test_run_recbole_reports_the_papers_protocol_beside_recboles",
           "RecBole gains the option", plugin.history_excluded_eval, kind="feature"),
+    Patch("recbole_models_precision", "recbole.trainer.Trainer.__init__",
+          "mixed_precision set by the user reached the plugin's models only, so a bf16 pair on CUDA compared "
+          "bf16 with RecBole's fp32; unset, RecBole's models train as before",
+          "tests/test_patches.py::test_mixed_precision_reaches_recboles_models_only_when_set",
+          "never (a feature)", plugin.recbole_models_precision, kind="feature"),
     Patch("length_bucketing",
           "get_dataloader in recbole.data, recbole.data.utils; recbole.trainer.AbstractTrainer.__init__",
           "length_bucketing: true batches sequences of similar length cut to their longest (training and "

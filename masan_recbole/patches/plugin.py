@@ -6,7 +6,7 @@ from recbole.data.dataset import dataset as dataset_module
 from recbole.trainer import trainer as trainer_module
 from recbole.trainer.trainer import Trainer
 
-from masan_recbole import atomic, config, console, download, protocol, registry, trainer
+from masan_recbole import atomic, config, console, download, precision, protocol, registry, trainer
 from masan_recbole.data import all_positions, bucketing, checks
 from masan_recbole.patches.tools import replace, wrap
 
@@ -139,6 +139,10 @@ def history_excluded_eval():
         wrap("history_excluded_eval", module, "data_preparation", protocol.attach_histories)
     wrap("history_excluded_eval", Trainer, "evaluate", protocol.evaluate)
     wrap("history_excluded_eval", Trainer, "_full_sort_batch_eval", protocol.full_sort_batch_eval)
+
+
+def recbole_models_precision():
+    wrap("recbole_models_precision", Trainer, "__init__", precision.recbole_models_autocast)
 
 
 def length_bucketing():

@@ -297,7 +297,7 @@ def test_the_baseline_runs_first_whatever_variants_are_asked(tmp_path, monkeypat
         epochs = [{"train_s": seconds, "valid_score": s, "wall_s": seconds * n} for n, s in enumerate(scores, 1)]
         best = max(range(len(scores)), key=scores.__getitem__)
         return {"model": model, "train_rows": 10 if fast else 100, "epochs": epochs, "epochs_run": len(epochs),
-                "seconds_per_epoch": seconds, "best_epoch": best + 1, "best_valid_score": scores[best],
+                "seconds_per_epoch": seconds, "best_epoch": best, "best_valid_score": scores[best],
                 "wall_to_best_s": epochs[best]["wall_s"], "test": {"ndcg@10": 0.05, "hit@10": 0.1}}
 
     monkeypatch.setattr(fast_training, "run_variant", fake_run)
@@ -338,3 +338,14 @@ def test_compiled_masan_matches_eager(tiny_config):
     batch = whole_batch(train)
     with torch.no_grad():
         assert torch.allclose(compiled.full_sort_predict(batch), eager.full_sort_predict(batch), atol=1e-5)
+
+
+def test_the_best_epoch_is_recboles_numbering_and_choice(monkeypatch):
+    """Epochs from 0 as RecBole logs them, and of equal best scores the last, as RecBole keeps it."""
+    fast_training = benchmarks_module("fast_training")
+    curve = [{"epoch": e, "seconds": 0.5, "score": s} for e, s in enumerate([0.3, 0.1, 0.3, 0.2])]
+    monkeypatch.setattr(fast_training, "run_model", lambda *args: {
+        "valid_curve": curve, "train_seconds": [1.0] * 4, "train_seconds_per_epoch": 1.0, "train_rows": 10,
+        "test": {}, "config": {"loss_type": "CE"}})
+    run = fast_training.run_variant("SASRec", "synth", {})
+    assert run["best_epoch"] == 2 and run["best_valid_score"] == 0.3 and run["wall_to_best_s"] == 4.5
