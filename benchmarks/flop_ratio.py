@@ -4,8 +4,8 @@
 
 Counts the FLOPs of matrix products and convolutions (torch.utils.flop_counter) in the forward
 and backward pass of one training batch, every model with the same shapes (d 64, inner 256,
-L 50, 2 layers, 2 heads, batch 256 unless given). A model that does 2.4x the arithmetic of
-another cannot train at 2x its time per epoch without computing something else.
+L 50, 2 layers, 2 heads, batch 256 unless given). A model that does more arithmetic than
+another per step cannot train in less time per epoch unless the other computes something else.
 """
 
 import argparse

@@ -27,8 +27,8 @@ class FourierSmoothing(nn.Module):
     convolution; the factor c is what its 'ortho'-normalised FFTs leave behind, kept
     so trained weights transfer. Here S is the same sum written as one product with
     the lower-triangular [L,L] Toeplitz matrix c(1−a)a^{t−τ}: equal to the FFT
-    result up to float rounding (as close to the exact sum), and on a CPU about
-    5x faster forward + backward at L = 50, where the padded FFTs' backward dominated.
+    result up to float rounding (as close to the exact sum), and faster on a CPU, where
+    the padded FFTs' backward dominated (docs/models.md).
     A (``strength``) is fixed; A = 0 returns X unchanged.
     """
 
