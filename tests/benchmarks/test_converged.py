@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from benchmarks import converged
+from benchmarks import converged, run_lock
 from benchmarks.per_user import unpack
 from masan_recbole import protocol
 from conftest import SYNTH
@@ -163,22 +163,22 @@ def test_a_variant_is_its_model_with_its_own_name_and_settings(tmp_path, capsys)
     assert runs[1].settings == {"epochs": 3, "attn_padding_mask": True} and runs[0].settings == {"epochs": 3}
     converged.main(["--list", "--matrix", str(matrix), "--out", str(tmp_path), "--models", "MASAN-masked"])
     assert capsys.readouterr().out.split() == ["lastfm-MASAN-masked-seed1", "pending", "lastfm-MASAN-masked-seed2", "pending"]
-    assert converged.claim(str(tmp_path), "lastfm-MASAN-masked-seed2")  # this process trains it: --list says so
+    assert run_lock.claim(str(tmp_path), "lastfm-MASAN-masked-seed2")  # this process trains it: --list says so
     converged.main(["--list", "--matrix", str(matrix), "--out", str(tmp_path), "--models", "MASAN-masked"])
     assert capsys.readouterr().out.splitlines()[1].split() == [
         "lastfm-MASAN-masked-seed2", "pending", "(running,", "pid", f"{os.getpid()})"]
 
 
 def test_a_living_process_keeps_its_claim(tmp_path):
-    assert converged.claim(str(tmp_path), "run")
-    assert converged.holder(str(tmp_path), "run") == os.getpid()
+    assert run_lock.claim(str(tmp_path), "run")
+    assert run_lock.holder(str(tmp_path), "run") == os.getpid()
     with open(tmp_path / ".state" / "run" / "lock", "w") as f:
         f.write(str(os.getppid()))  # another living process
-    assert not converged.claim(str(tmp_path), "run")
-    assert converged.holder(str(tmp_path), "run") == os.getppid()
+    assert not run_lock.claim(str(tmp_path), "run")
+    assert run_lock.holder(str(tmp_path), "run") == os.getppid()
     with open(tmp_path / ".state" / "run" / "lock", "w") as f:
         f.write("999999999")  # a process that is gone
-    assert converged.claim(str(tmp_path), "run")
+    assert run_lock.claim(str(tmp_path), "run")
 
 
 # ---------------------------------------------------------------------------- the two test protocols
