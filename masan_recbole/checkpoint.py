@@ -14,7 +14,6 @@ import os
 import pickle
 import random
 import secrets
-import zipfile
 from enum import Enum
 
 import numpy as np

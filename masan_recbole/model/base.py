@@ -2,7 +2,6 @@
 all-position training for causal models, mixed precision and ``torch.compile``."""
 
 import contextlib
-import logging
 import math
 
 import torch
