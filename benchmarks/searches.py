@@ -3,6 +3,7 @@ clone of this repository at one commit, so that work on the code meanwhile chang
 
     python -m benchmarks.searches --dataset lastfm [--models MASAN SASRec] [--commit SHA]
                                   [--max_concurrent 2] [--address auto]
+    python -m benchmarks.searches --winners     # each search's best trial so far, and its edge values
 
 Each search records its trials in benchmarks/results/tuning/<dataset>-<Model>.jsonl of this
 checkout (one JSON line per ended trial, the clone's commit in each). Run again, the command goes
@@ -50,6 +51,46 @@ def recorded(path):
     return sum(done.values())
 
 
+def read_space(path):
+    """A search-space file's ``choice`` lists by name (every tuned space is made of choices)."""
+    from masan_recbole.quick_start import read_search_space
+
+    return read_search_space(path).get("choice", {})
+
+
+def winner(path, space):
+    """The trial of best validation score in a trials file (the first of equal scores: the earlier
+    sample), and the settings it took at an end of its choice list (a search that would widen)."""
+    with open(path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    ended = [r for r in records if r.get("status") != "error" and r.get("best_valid_score") is not None]
+    if not ended:
+        return None, []
+    best = max(ended, key=lambda r: r["best_valid_score"])
+    edges = [name for name, values in space.items()
+             if len(values) > 2 and isinstance(values[0], (int, float)) and best["params"].get(name) in (values[0], values[-1])]
+    return best, edges
+
+
+def print_winners():
+    with open(MATRIX) as f:
+        matrix = yaml.safe_load(f)
+    for dataset, models in matrix["datasets"].items():
+        for model in models:
+            path = os.path.join(TRIALS, f"{dataset}-{model}.jsonl")
+            if not os.path.exists(path):
+                print(f"{dataset} {model}: no trials yet")
+                continue
+            best, edges = winner(path, read_space(os.path.join(REPO, "configs", "hyper", "tuned", f"{model}.test")))
+            done = recorded(path)
+            if best is None:
+                print(f"{dataset} {model}: {done} trials, none with a validation score")
+                continue
+            print(f"{dataset} {model}: {done} of {matrix['budget']['num_samples']} trials; best sample {best['sample']} "
+                  f"valid {best['best_valid_score']:.4f} ({best['epochs']} epochs) {json.dumps(best['params'])}"
+                  + (f"; at an end of its range: {', '.join(edges)}" if edges else ""))
+
+
 def search_command(clone, dataset, model, budget, trials_file, max_concurrent, address):
     command = [sys.executable, os.path.join(clone, "run_hyper.py"), "--tool", "ray", f"--model={model}",
                f"--dataset={dataset}", f"--params_file={os.path.join(clone, 'configs', 'hyper', 'tuned', model + '.test')}",
@@ -70,13 +111,18 @@ def search_command(clone, dataset, model, budget, trials_file, max_concurrent, a
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset")
+    parser.add_argument("--winners", action="store_true", help="print each search's best trial so far")
     parser.add_argument("--models", nargs="*", default=None, help="default: the dataset's list in searches.yaml")
     parser.add_argument("--commit", default=None, help="the commit the searches run at (default: searches.yaml's)")
     parser.add_argument("--workdir", default=os.path.join(os.path.dirname(REPO), "searches"))
     parser.add_argument("--max_concurrent", type=int, default=2)
     parser.add_argument("--address", default=None, help="a running Ray (auto: the one on this host)")
     args = parser.parse_args(argv)
+    if args.winners:
+        return print_winners()
+    if not args.dataset:
+        parser.error("give --dataset, or --winners")
     with open(MATRIX) as f:
         matrix = yaml.safe_load(f)
     budget = matrix["budget"]
