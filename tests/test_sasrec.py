@@ -1,13 +1,17 @@
-"""SASRec: RecBole's behaviour (parity to 1e-5), its parameter count, causality, losses."""
+"""SASRec: RecBole's behaviour (parity to 1e-5, scores and training), its parameter count, causality,
+losses, and the written-out CPU attention (SDPA's formula)."""
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from recbole.config import Config
 from recbole.data import create_dataset, data_preparation
 from recbole.quick_start import run_recbole
 from recbole.utils import get_model, init_seed
+
+from masan_recbole.layers import attention, causal_padding_mask, padding_mask
 
 
 @pytest.fixture
@@ -29,6 +33,65 @@ def test_recbole_weights_give_recbole_logits(built):
     with torch.no_grad():
         assert torch.allclose(ours.full_sort_predict(batch), theirs.full_sort_predict(batch), atol=1e-5, rtol=0)
         assert torch.allclose(ours.predict(batch), theirs.predict(batch), atol=1e-5, rtol=0)
+
+
+def test_recbole_weights_and_seed_give_recbole_training_loss_and_gradients(built):
+    # Training mode: the same dropout masks are drawn in the same order (input, then per layer the
+    # attention weights, the attention output, the feed-forward output), so the losses agree.
+    _, ours, theirs, batch = built
+    ours.train(), theirs.train()
+    losses, grads = [], []
+    for model in (ours, theirs):
+        model.zero_grad()
+        torch.manual_seed(7)
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters()})
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
+
+
+@pytest.mark.parametrize("mask_of", [causal_padding_mask, padding_mask, None])
+def test_cpu_training_attention_is_sdpas(mask_of):
+    # With dropout, CPU attention is written out (SDPA's dropout there cannot be made fast); with a
+    # dropout too small to drop anything it must give SDPA's outputs and gradients, a query that
+    # sees no key (an all-padding sequence) included.
+    torch.manual_seed(0)
+    batch, heads, length, head_size = 16, 2, 8, 4
+    seq = torch.randint(1, 50, (batch, length))
+    seq[torch.arange(length)[None, :] >= torch.randint(1, length + 1, (batch, 1))] = 0
+    seq[0] = 0
+    mask = mask_of(seq) if mask_of else None
+    q, k, v = (torch.randn(batch, heads, length, head_size, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    weights = torch.randn(batch, heads, length, head_size, dtype=torch.float64)
+    written_out = attention(q, k, v, mask, dropout_p=1e-300)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.allclose(written_out, fused, atol=1e-12)
+    for a, b in zip(torch.autograd.grad((written_out * weights).sum(), (q, k, v)),
+                    torch.autograd.grad((fused * weights).sum(), (q, k, v))):
+        assert torch.allclose(a, b, atol=1e-12)
+    if mask_of is not None:
+        assert written_out[0].abs().max() == 0  # no key to attend to: a zero output, as SDPA gives
+
+
+def test_cpu_attention_dropout_is_functional_dropout(monkeypatch):
+    # The weights' dropout goes through F.dropout, so the fast_cpu_dropout patch (opt-in) reaches it,
+    # as it reaches RecBole's attention dropout.
+    calls = []
+    original = F.dropout
+
+    def recording(input, p=0.5, training=True, inplace=False):
+        calls.append((tuple(input.shape), p, training))
+        return original(input, p, training, inplace)
+
+    monkeypatch.setattr(F, "dropout", recording)
+    q = torch.randn(3, 2, 5, 4)
+    out = attention(q, q, q, torch.ones(5, 5, dtype=torch.bool).tril(), dropout_p=0.25)
+    assert calls == [((3, 2, 5, 5), 0.25, True)] and out.shape == q.shape
 
 
 def test_parameter_count_matches_the_formula(built):

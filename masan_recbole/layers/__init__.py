@@ -6,6 +6,7 @@ from masan_recbole.layers.transformer import (
     TransformerEncoder,
     TransformerLayer,
     activation,
+    attention,
     causal_padding_mask,
     padding_mask,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "TransformerEncoder",
     "TransformerLayer",
     "activation",
+    "attention",
     "causal_padding_mask",
     "padding_mask",
 ]

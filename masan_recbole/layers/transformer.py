@@ -1,11 +1,14 @@
-"""Post-LN Transformer blocks with RecBole's parameter names, attention through SDPA.
+"""Post-LN Transformer blocks with RecBole's parameter names.
 
 The modules mirror ``recbole.model.layers`` (``MultiHeadAttention``,
 ``FeedForward``, ``TransformerLayer``, ``TransformerEncoder``) attribute for
-attribute, so a RecBole ``state_dict`` loads unchanged; the attention itself is
-``torch.nn.functional.scaled_dot_product_attention``, which fuses scaling,
-masking, softmax and dropout.
+attribute, so a RecBole ``state_dict`` loads unchanged. The attention itself is
+:func:`attention`: ``torch.nn.functional.scaled_dot_product_attention`` (fused
+scaling, masking, softmax and dropout) wherever torch has a fused kernel for the
+call, and the same formula written out where it has none (CPU with dropout).
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,40 @@ def padding_mask(item_seq):
     return (item_seq != 0)[:, None, None, :]
 
 
+def attention(q, k, v, attn_mask=None, dropout_p=0.0):
+    """softmax(QKᵀ/√d_h, masked) V with dropout ``dropout_p`` on the weights; q, k, v [B,h,L,d_h].
+
+    ``attn_mask``: boolean (True = may attend) or additive float, broadcastable to [B,h,L,L]. As
+    in SDPA, a query that may attend to no key gets a zero output.
+
+    On CPU, SDPA has no fused kernel with dropout: training takes its reference ("math")
+    path, which draws the dropout mask inside ATen with ``bernoulli_`` (beyond the reach of
+    the ``fast_cpu_dropout`` patch that every other dropout of the model, and RecBole's
+    attention, goes through) and scans every row of the weights for a fully masked one.
+    That path is written out here instead, with the scaling and the mask in one kernel and
+    the weights' dropout through ``F.dropout``, as RecBole's ``MultiHeadAttention`` applies
+    it; the formula is SDPA's, up to float rounding.
+    """
+    if q.device.type != "cpu" or dropout_p == 0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+    scores = torch.matmul(q, k.transpose(-1, -2))  # [B,h,L,L]
+    scale = 1.0 / math.sqrt(q.size(-1))
+    blind = None  # queries that see no key, [B,1 or h,L,1]
+    if attn_mask is None:
+        scores = scores * scale
+    elif attn_mask.dtype == torch.bool:
+        # a large finite negative, not -inf: a fully masked row then gives no NaN to clean up
+        additive = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=scores.device)
+        scores = torch.add(additive.masked_fill_(~attn_mask, torch.finfo(scores.dtype).min), scores, alpha=scale)
+        blind = ~attn_mask.any(-1, keepdim=True)
+    else:
+        scores = torch.add(attn_mask, scores, alpha=scale)
+    weights = scores.softmax(-1)
+    if blind is not None and blind.any():  # only an all-padding sequence has such a query
+        weights = weights.masked_fill(blind, 0.0)
+    return torch.matmul(F.dropout(weights, dropout_p, training=True), v)
+
+
 class MultiHeadAttention(nn.Module):
     """LN(X + Dropout(W_o · softmax(QKᵀ/√d_h + mask) V)), heads concatenated."""
 
@@ -61,8 +98,7 @@ class MultiHeadAttention(nn.Module):
     def forward(self, x, attn_mask):
         q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
         dropout = self.attn_dropout_prob if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
-        context = context.transpose(1, 2).reshape(x.shape)  # [B,L,d]
+        context = attention(q, k, v, attn_mask, dropout).transpose(1, 2).reshape(x.shape)  # [B,L,d]
         return self.LayerNorm(x + self.out_dropout(self.dense(context)))
 
 

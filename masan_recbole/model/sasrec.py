@@ -1,4 +1,4 @@
-"""SASRec (Kang & McAuley, ICDM 2018) as RecBole implements it, with SDPA attention.
+"""SASRec (Kang & McAuley, ICDM 2018) as RecBole implements it, on the shared Transformer layers.
 
 Behaviour and parameter names are RecBole's ``SASRec`` (a RecBole state_dict
 loads unchanged): positions added to item embeddings, LN + dropout, a causal
