@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masan_recbole.layers import FeedForward, MultiHeadAttention
+from masan_recbole.layers import FeedForward, MultiHeadAttention, attention
 from masan_recbole.model.asrec.fourier import AdaptiveHighFrequencyFilter
 
 
@@ -72,7 +72,7 @@ class GatedMultiScaleAttention(nn.Module):
     def gated_attention(self, x, attn_mask):  # [B,L,d] -> [B,L,d]
         q, k, v = self.split_heads(self.query(x)), self.split_heads(self.key(x)), self.split_heads(self.value(x))
         dropout = self.attn_dropout_prob if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+        context = attention(q, k, v, attn_mask, dropout)  # [B,h,L,d/h]
         # The gate works per head and position, so it runs in the [B,L,h,d/h] layout: v is
         # then the value projection itself (no copy), the attention output is transposed
         # once here instead of after the gate, and the result is [B,L,d] as it stands.
