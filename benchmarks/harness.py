@@ -198,7 +198,9 @@ def run_model(model_name, dataset_name, config_dict, epochs=None, config_file_li
     reset_peak_cuda_memory(on_cuda)
     rss_start = current_rss_mb()
     start = time.perf_counter()
-    _, train_data, valid_data, test_data, model, trainer = build_run(config)
+    built = build_run(config)
+    train_data, valid_data, test_data = built.train_data, built.valid_data, built.test_data
+    model, trainer = built.model, built.trainer
     data_seconds = time.perf_counter() - start  # loading, splitting and the model's construction
 
     epoch_seconds, valid_curve = [], []

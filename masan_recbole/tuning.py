@@ -244,7 +244,8 @@ def _trial(config, job):
     config = build_config(job["model"], job["dataset"], job["config_files"],
                           {**job["config_dict"], **settings, "gpu_id": gpus, "device": "cuda" if gpus else "cpu"})
     recbole.utils.init_logger(config)
-    _, train_data, valid_data, test_data, _, trainer = build_run(config)
+    built = build_run(config)
+    train_data, valid_data, test_data, trainer = built.train_data, built.valid_data, built.test_data, built.trainer
     curve = []
 
     def progress():
