@@ -86,7 +86,10 @@ def print_winners():
             if best is None:
                 print(f"{dataset} {model}: {done} trials, none with a validation score")
                 continue
-            print(f"{dataset} {model}: {done} of {matrix['budget']['num_samples']} trials; best sample {best['sample']} "
+            with open(path) as f:
+                hours = sum(json.loads(line).get("cpu_seconds") or 0 for line in f if line.strip()) / 3600
+            print(f"{dataset} {model}: {done} of {matrix['budget']['num_samples']} trials, {hours:.1f} CPU h; "
+                  f"best sample {best['sample']} "
                   f"valid {best['best_valid_score']:.4f} ({best['epochs']} epochs) {json.dumps(best['params'])}"
                   + (f"; at an end of its range: {', '.join(edges)}" if edges else ""))
 
