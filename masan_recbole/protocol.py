@@ -124,7 +124,7 @@ def without_targets(histories, users, targets):
 
 
 def exclude_history(scores, rows, items):
-    """A copy of scores [B, items] with each row's earlier items at HISTORY_SCORE."""
+    """A copy of scores [B, items] with ``items`` of the given ``rows`` (pairs) at HISTORY_SCORE."""
     excluded = scores.clone()
     excluded[rows.to(scores.device), items.to(scores.device)] = HISTORY_SCORE
     return excluded
@@ -194,8 +194,7 @@ def full_sort_batch_eval(original, trainer, batched_data):
         return interaction, scores, positive_u, positive_i
     users = interaction[trainer.config["USER_ID_FIELD"]][positive_u].cpu()  # [P] one target per row
     rows, items = earlier_items(pass_.histories, users, positive_i)
-    excluded = scores.clone()
-    excluded[positive_u[rows.to(positive_u.device)], items.to(scores.device)] = HISTORY_SCORE
+    excluded = exclude_history(scores, positive_u[rows.to(positive_u.device)], items)
     # a repeated target ties at 0 with the other earlier items: the tie goes its way (see above)
     repeats = rows[items == positive_i.cpu()[rows]].unique().to(positive_u.device)
     excluded[positive_u[repeats], positive_i[repeats]] = ABOVE_HISTORY_SCORE
