@@ -64,19 +64,16 @@ def resolve_data_path(root, dataset):
 DATASET_CONFIGS_FOR_ALL_MODELS = False
 
 
-def yaml_layers(model, dataset):
+def yaml_layers(model, dataset, model_dataset_config=True):
     """Default files, lowest priority first; all of them for plugin models, and for RecBole's
-    models the dataset file only after :func:`masan_recbole.opt_in`."""
+    models the dataset file only after :func:`masan_recbole.opt_in`. ``model_dataset_config``
+    False leaves out the model's settings for this dataset (a model's defaults on tuned data)."""
     dataset_yaml = os.path.join(CONFIG_DIR, "dataset", f"{dataset}.yaml")
     if not is_plugin_model(model):
         return [dataset_yaml] if DATASET_CONFIGS_FOR_ALL_MODELS else []
     name = canonical_name(model)
-    return [
-        os.path.join(CONFIG_DIR, "overall.yaml"),
-        os.path.join(CONFIG_DIR, "model", f"{name}.yaml"),
-        dataset_yaml,
-        os.path.join(CONFIG_DIR, "model", name, f"{dataset}.yaml"),
-    ]
+    layers = [os.path.join(CONFIG_DIR, "overall.yaml"), os.path.join(CONFIG_DIR, "model", f"{name}.yaml"), dataset_yaml]
+    return layers + ([os.path.join(CONFIG_DIR, "model", name, f"{dataset}.yaml")] if model_dataset_config else [])
 
 
 def load_config_files(original, config, file_list):
@@ -105,7 +102,11 @@ def load_internal_config(original, config, model, model_class, dataset):
     """RecBole's internal defaults, then the plugin's YAML layers on top (see module doc)."""
     # A shadowed built-in keeps RecBole's own defaults (properties/model/<name>.yaml).
     original(config, builtin_name(model) or model, model_class, dataset)
-    for path in yaml_layers(model, dataset):
+    # the user's settings are merged before the defaults load: theirs decide which layers apply
+    wanted = config.external_config_dict.get("model_dataset_config", True)
+    if not isinstance(wanted, bool):
+        raise ValueError(f"model_dataset_config must be true or false, got {wanted!r}")
+    for path in yaml_layers(model, dataset, wanted):
         if os.path.isfile(path):
             config._update_internal_config_dict(path)
 

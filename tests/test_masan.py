@@ -374,3 +374,13 @@ def test_newton_entmax_threshold_returns_p_and_p_to_the_two_minus_alpha():
     probs, g = entmax_threshold(scores * (alpha - 1), alpha, -2, n_iter=1)  # not yet converged: Σ u^β ≠ 1
     expected = torch.where(probs > 0, probs.pow(2 - alpha), torch.zeros(()))
     assert torch.allclose(g, expected, rtol=1e-12, atol=1e-300)
+
+
+def test_the_per_dataset_file_applies_unless_turned_off():
+    # configs/model/MASAN/ml-100k.yaml sets inner_size 64 over MASAN.yaml's 256; the user's word still wins
+    assert Config(model="MASAN", dataset="ml-100k")["inner_size"] == 64
+    assert Config(model="MASAN", dataset="ml-100k", config_dict={"inner_size": 128})["inner_size"] == 128
+    defaults = Config(model="MASAN", dataset="ml-100k", config_dict={"model_dataset_config": False})
+    assert defaults["inner_size"] == 256 and defaults["MAX_ITEM_LIST_LENGTH"] == 20  # the dataset file still applies
+    with pytest.raises(ValueError, match="model_dataset_config must be true or false"):
+        Config(model="MASAN", dataset="ml-100k", config_dict={"model_dataset_config": "no"})
