@@ -107,6 +107,8 @@ def params_file(tmp_path):
     (["--max_concurrent", "2"], "--max_concurrent cannot be used with --tool hyperopt"),
     (["--tool", "ray", "--max_evals", "3", "--algo", "random"], "--algo, --max_evals cannot be used with --tool ray"),
     (["--tool", "ray", "--num_samples", "0"], "--num_samples must be at least 1"),
+    (["--tool", "ray", "--grid", "--num_samples", "2"], "--num_samples cannot be used with --grid"),
+    (["--tool", "hyperopt", "--grid"], "--grid cannot be used with --tool hyperopt"),
     (["--tool", "ray", "--learning_rate=0.01"], "learning_rate set on the command line and searched"),
     (["--tool", "ray", "--device=cpu"], "--device is not used with --tool ray"),
 ])
@@ -187,6 +189,20 @@ def test_a_choice_of_dicts_sets_its_settings_together(tmp_path):
     flat = [tuning.flatten_bundles(s) for s in tuning.draw_samples(space, 20, 0)]
     assert {tuple(sorted(f.items())) for f in flat} == {
         (("attn_padding_mask", True), ("length_bucketing", True)), (("attn_padding_mask", False), ("length_bucketing", False))}
+
+
+def test_a_grid_runs_every_combination_once_in_the_files_order(params_file, monkeypatch, tmp_path, no_ray_start):
+    asked = {}
+    monkeypatch.setattr(tune, "run", fake_tune_run(lambda sample: [0.1 * (sample + 1)], asked))
+    records = main_hyper([f"--params_file={params_file}", "--tool", "ray", "--grid", "--trials_file", "t.jsonl",
+                          "--output_file", "out.txt", "--epochs=1"])
+    assert asked["config"] == {"sample": {"grid_search": [0, 1, 2, 3]}}
+    assert [records[i]["params"] for i in range(4)] == [
+        {"learning_rate": 0.003, "k_interests": 5}, {"learning_rate": 0.003, "k_interests": 10},
+        {"learning_rate": 0.001, "k_interests": 5}, {"learning_rate": 0.001, "k_interests": 10}]
+    assert json.loads((tmp_path / "t.jsonl").read_text().splitlines()[0])["search"]["grid"] is True
+    with pytest.raises(ValueError, match="--grid needs `choice` lines only: learning_rate is loguniform"):
+        tuning.grid_samples({"choice": {"k_interests": [5]}, "loguniform": {"learning_rate": [-8, 0]}})
 
 
 def test_a_stopped_search_resumes_with_only_the_missing_trials(params_file, monkeypatch, tmp_path, no_ray_start):
