@@ -1,7 +1,8 @@
 """The report of the converged runs: tables, paired tests and validation curves from the result files
 of ``benchmarks.converged``.
 
-    python -m benchmarks.converged_report [--results DIR] [--anchors FILE] [--doc FILE] [--matrix FILE] [--check]
+    python -m benchmarks.converged_report [--results DIR] [--anchors FILE] [--doc FILE] [--matrix FILE]
+                                          [--searches FILE] [--trials DIR] [--check]
 
 Reads every ``*.json`` at the top of the results folder (subfolders and ``.state`` are other
 harnesses' or unfinished runs) and writes
@@ -23,11 +24,17 @@ were measured with the user's earlier items left out of the ranking (protocol
 (``test_result_history_excluded``) and theirs, then a Wilcoxon signed-rank test over the test users'
 NDCG@10 (``benchmarks.per_user`` packs them in the result files) for each pair of runs of the same
 seed (MASAN vs LightSANs, ASRec vs FEARec, SASRec and its variants vs RecBoleSASRec, a variant vs its
-base model) under each protocol the pair's files hold. Every figure in it comes from a result file or
-from anchors.yaml, or is computed from them.
+base model) under each protocol the pair's files hold. For each dataset of ``benchmarks/searches.yaml``
+a "tuned" part follows: per model its searches (``benchmarks/results/tuning/<dataset>-<Model>.jsonl``
+and, where one ran, ``...-widened.jsonl``: trials, CPU hours, best validation score) and its
+``<Model>-tuned`` runs' test figures under both protocols, the published figures again, and the paired
+tests of tuned against tuned (MASAN vs LightSANs, ASRec vs FEARec); the -tuned runs are left out of
+the default tables and tests. Every figure in it comes from a result or trials file or from
+anchors.yaml, or is computed from them.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -40,6 +47,8 @@ from benchmarks.per_user import unpack
 
 DOC = os.path.join(REPO, "docs", "results.md")
 ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
+SEARCHES = os.path.join(BENCHMARKS, "searches.yaml")
+TRIALS = os.path.join(BENCHMARKS, "results", "tuning")
 BEGIN, END = "<!-- converged:begin -->", "<!-- converged:end -->"
 
 # (ours, reference) compared user by user; a variant of ours (MASAN-bucketed) is compared with the same
@@ -47,6 +56,11 @@ BEGIN, END = "<!-- converged:begin -->", "<!-- converged:end -->"
 PAIRS = [("MASAN", "LightSANs"), ("ASRec", "FEARec"), ("SASRec", "RecBoleSASRec")]
 # two variants that differ in one setting
 VARIANT_PAIRS = [("SASRec-b256-unbucketed", "SASRec-b256"), ("SASRec-b256-per-target", "SASRec-b256")]
+# the matrix's tuned entries (tuned: true) are labelled <Model>-tuned; they are compared with each other
+# only, not with the default runs, whose settings were not searched
+TUNED = "-tuned"
+TUNED_PAIRS = [("MASAN-tuned", "LightSANs-tuned"), ("ASRec-tuned", "FEARec-tuned")]
+TUNED_METRICS = ["hit@10", "ndcg@10"]
 # the metrics of our tables, in this order, where the results hold them; the published figures
 # of a dataset add their metrics (Diginetica's MRR@20) so that both tables show the same columns
 TABLE_METRICS = ["hit@10", "ndcg@10", "hit@20", "ndcg@20", "mrr@10", "mrr@20"]
@@ -89,6 +103,33 @@ def load_anchors(path):
     return spec.get("anchors") or [], spec.get("protocols") or {}
 
 
+def read_trials(path):
+    """A search's ended trials, or None without a trials file. A sample's later line replaces its earlier
+    one (a trial run again on resume); a failed trial ("error") is no trial."""
+    if not os.path.exists(path):
+        return None
+    by_sample = {}
+    with open(path) as f:
+        for line in filter(str.strip, f):
+            trial = json.loads(line)
+            by_sample[trial["sample"]] = trial
+    return [t for t in by_sample.values() if t.get("status") != "error"]
+
+
+def load_searches(path, trials_dir):
+    """{"budget": trials per search, "trials": {dataset: {model: (first search's trials, widened search's)}}}
+    for the models of searches.yaml; a missing file, no searches."""
+    if not os.path.exists(path):
+        return {"budget": None, "trials": {}}
+    with open(path) as f:
+        spec = yaml.safe_load(f) or {}
+    trials = {dataset: {model: (read_trials(os.path.join(trials_dir, f"{dataset}-{model}.jsonl")),
+                                read_trials(os.path.join(trials_dir, f"{dataset}-{model}-widened.jsonl")))
+                        for model in models}
+              for dataset, models in (spec.get("datasets") or {}).items()}
+    return {"budget": (spec.get("budget") or {}).get("num_samples"), "trials": trials}
+
+
 def pending_runs(matrix_runs, results):
     """The matrix's runs not done yet, in the matrix's order: no result file, or one whose run is to go
     on or still to be refitted (converged.record_state, the rule --list and --all follow)."""
@@ -128,12 +169,12 @@ def pairs_for(labels_by_model):
     return pairs + variants + VARIANT_PAIRS
 
 
-def paired_tests(runs, key=PER_USER):
-    """One row per pair and seed where both runs are done and hold ``key``; a pair missing a side is
-    skipped."""
+def paired_tests(runs, key=PER_USER, pairs=None):
+    """One row per pair (``pairs``, or pairs_for's) and seed where both runs are done and hold ``key``; a
+    pair missing a side is skipped."""
     labels_by_model = {label: next(iter(seeds.values()))["model"] for label, seeds in runs.items()}
     rows = []
-    for ours, reference in pairs_for(labels_by_model):
+    for ours, reference in pairs or pairs_for(labels_by_model):
         for seed in sorted(runs.get(ours, {}).keys() & runs.get(reference, {}).keys()):
             a, b = runs[ours][seed], runs[reference][seed]
             if a.get(key) and b.get(key):
@@ -287,9 +328,11 @@ def tests_table(recbole_rows, papers_rows):
     return table(header, body, "lll" + "r" * (len(header) - 3))
 
 
-def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link):
+def dataset_section(dataset, all_runs, anchors, protocols, matrix_runs, curves_link, searches):
     mine = [a for a in anchors if a["dataset"] == dataset and a["protocol"] in FULL_RANKING]
     excluded = [a for a in anchors if a["dataset"] == dataset and a["protocol"] == HISTORY_EXCLUDED]
+    searched = dataset in searches["trials"]  # else its -tuned runs, if any, stay in the tables above
+    runs = {label: seeds for label, seeds in all_runs.items() if not (searched and label.endswith(TUNED))}
     lines = [f"### {dataset}", ""]
     if runs:
         metrics = metric_columns(runs, mine)
@@ -301,9 +344,63 @@ def dataset_section(dataset, runs, anchors, protocols, matrix_runs, curves_link)
         lines += published_table(mine, metrics) + [""]
     if excluded:
         lines += history_excluded_section(dataset, runs, excluded, protocols, matrix_runs)
-    if runs:
+    if all_runs:
         lines += [f"![{dataset}: validation curves]({curves_link})", ""]
     recbole, papers = paired_tests(runs), paired_tests(runs, PER_USER_HISTORY_EXCLUDED)
+    if recbole or papers:
+        lines += tests_table(recbole, papers) + [""]
+    if searched:
+        lines += tuned_section(dataset, all_runs, searches, mine, excluded, protocols)
+    return lines
+
+
+def search_cells(first, widened, budget):
+    """Trials, CPU hours and best validation score of a model's first and widened searches."""
+    if first is None and widened is None:
+        return ["no trials yet", "—", "—"]
+    trials = f"{len(first or [])}" + (f" of {budget}" if budget else "")
+    if widened is not None:
+        trials += f" + {len(widened)} widened"
+    ended = (first or []) + (widened or [])
+    hours = sum(t.get("cpu_seconds") or 0 for t in ended) / 3600
+    scores = [t["best_valid_score"] for t in ended if t.get("best_valid_score") is not None]
+    return [trials, f"{hours:.1f}", f"{max(scores):.4f}" if scores else "—"]
+
+
+def tuned_cells(seeds):
+    """A tuned run's test figures under RecBole's protocol and the papers', and its seeds done."""
+    if not seeds:
+        return ["pending"] * (2 * len(TUNED_METRICS)) + ["—"]
+    records = [seeds[s] for s in sorted(seeds)]
+    cells = [figure_cell(records, m) for m in TUNED_METRICS]
+    # a seed without the papers' figures (to be rescored) leaves them out rather than mixing seeds
+    rescored = all(r.get(HISTORY_RESULT) for r in records)
+    cells += [figure_cell(records, m, HISTORY_RESULT) if rescored else "—" for m in TUNED_METRICS]
+    return cells + [", ".join(map(str, sorted(seeds)))]
+
+
+def tuned_section(dataset, runs, searches, published, published_excluded, protocols):
+    """The searches of searches.yaml and the <Model>-tuned runs, the published figures again below,
+    and the paired tests of tuned against tuned."""
+    header = ["tuned", "trials", "search CPU h", "best valid score",
+              *(f"test {metric_label(m)}" for m in TUNED_METRICS),
+              *(f"papers' protocol: {metric_label(m)}" for m in TUNED_METRICS), "seeds"]
+    rows = [[model, *search_cells(*trials, searches["budget"]), *tuned_cells(runs.get(model + TUNED))]
+            for model, trials in searches["trials"][dataset].items()]
+    lines = [f"#### {dataset}: tuned", "",
+             "Each model's hyperparameters searched on validation (`benchmarks/searches.yaml`, trials in "
+             "`benchmarks/results/tuning/`); its test figures are those of its `<model>-tuned` runs (`tuned: true` in "
+             "`benchmarks/converged.yaml`), run to convergence with the settings the searches chose. Trials: the first "
+             "search's ended trials, of its budget, then a widened search's; CPU hours and the best validation score "
+             "(the dataset's valid_metric) over both.", ""]
+    lines += table(header, rows, "l" + "r" * (len(header) - 2) + "l") + [""]
+    if published:
+        lines += ["Published, full ranking:", ""] + published_table(published, TUNED_METRICS) + [""]
+    if published_excluded:
+        lines += [f"Published, under the papers' protocol ({protocols.get(HISTORY_EXCLUDED, HISTORY_EXCLUDED)}):", ""]
+        lines += published_table(published_excluded, TUNED_METRICS) + [""]
+    recbole = paired_tests(runs, pairs=TUNED_PAIRS)
+    papers = paired_tests(runs, PER_USER_HISTORY_EXCLUDED, pairs=TUNED_PAIRS)
     if recbole or papers:
         lines += tests_table(recbole, papers) + [""]
     return lines
@@ -335,8 +432,9 @@ def hours_line(hours):
             f"per epoch, refits included): {spent}.")
 
 
-def report(results, anchors, protocols, matrix_runs, curve_links):
-    """The generated Markdown, markers excluded."""
+def report(results, anchors, protocols, matrix_runs, curve_links, searches=None):
+    """The generated Markdown, markers excluded; ``searches``: load_searches's."""
+    searches = searches or {"budget": None, "trials": {}}
     datasets = list(dict.fromkeys([r.dataset for r in matrix_runs] + sorted(results)))
     lines = ["## Converged runs (generated)", "",
              "Generated by `python -m benchmarks.converged_report` from `benchmarks/results/converged/` and "
@@ -350,7 +448,7 @@ def report(results, anchors, protocols, matrix_runs, curve_links):
              f"**bold** where p < {ALPHA}.", ""]
     for dataset in datasets:
         lines += dataset_section(dataset, results.get(dataset, {}), anchors, protocols, matrix_runs,
-                                 curve_links.get(dataset, ""))
+                                 curve_links.get(dataset, ""), searches)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -403,22 +501,25 @@ def curve_path(results_dir, dataset):
     return os.path.join(results_dir, f"{dataset}-curves.png")
 
 
-def rendered_doc(results, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX, results_dir=OUT):
-    """(the doc as the result files make it, the generated Markdown); writes nothing."""
+def rendered_doc(results, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX, results_dir=OUT,
+                 searches_path=SEARCHES, trials_dir=TRIALS):
+    """(the doc as the result and trials files make it, the generated Markdown); writes nothing."""
     anchors, protocols = load_anchors(anchors_path)
     doc_dir = os.path.dirname(os.path.abspath(doc_path))
     links = {d: os.path.relpath(curve_path(results_dir, d), doc_dir).replace(os.sep, "/") for d in results}
-    generated = report(results, anchors, protocols, load_matrix(matrix_path), links)
+    generated = report(results, anchors, protocols, load_matrix(matrix_path), links,
+                       load_searches(searches_path, trials_dir))
     existing = open(doc_path).read() if os.path.isfile(doc_path) else ""
     return splice(existing, generated), generated
 
 
-def generate(results_dir=OUT, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX):
+def generate(results_dir=OUT, anchors_path=ANCHORS, doc_path=DOC, matrix_path=MATRIX, searches_path=SEARCHES,
+             trials_dir=TRIALS):
     """Write the curves and the generated part of the doc; returns the generated Markdown."""
     results = load_results(results_dir)
     for dataset, runs in results.items():
         plot_curves(dataset, runs, curve_path(results_dir, dataset))
-    doc, generated = rendered_doc(results, anchors_path, doc_path, matrix_path, results_dir)
+    doc, generated = rendered_doc(results, anchors_path, doc_path, matrix_path, results_dir, searches_path, trials_dir)
     write_text(doc_path, doc)
     return generated
 
@@ -429,17 +530,20 @@ def main(argv=None):
     parser.add_argument("--anchors", default=ANCHORS)
     parser.add_argument("--doc", default=DOC, help="Markdown file whose marked part is rewritten")
     parser.add_argument("--matrix", default=MATRIX)
+    parser.add_argument("--searches", default=SEARCHES, help="the tuned searches' matrix")
+    parser.add_argument("--trials", default=TRIALS, help="folder of the searches' trials files")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the doc's generated part is not what the result files make")
     args = parser.parse_args(argv)
     if args.check:
-        doc, _ = rendered_doc(load_results(args.results), args.anchors, args.doc, args.matrix, args.results)
+        doc, _ = rendered_doc(load_results(args.results), args.anchors, args.doc, args.matrix, args.results,
+                              args.searches, args.trials)
         current = open(args.doc).read() if os.path.isfile(args.doc) else ""
         if doc != current:
             print(f"{args.doc} is out of date: run python -m benchmarks.converged_report", file=sys.stderr)
             return 1
         return 0
-    print(generate(args.results, args.anchors, args.doc, args.matrix))
+    print(generate(args.results, args.anchors, args.doc, args.matrix, args.searches, args.trials))
     return 0
 
 

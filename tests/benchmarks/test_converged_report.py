@@ -83,11 +83,14 @@ def setup(tmp_path):
     doc = tmp_path / "docs" / "results.md"
     doc.parent.mkdir()
     doc.write_text(f"# Results\n\nHand-written intro.\n\n{report.BEGIN}\nstale table\n{report.END}\n\n## Notes\n\nKept.\n")
-    return {"results": str(results), "anchors": str(anchors), "matrix": str(matrix), "doc": str(doc)}
+    # no searches unless a test writes them (the tuned fixture)
+    return {"results": str(results), "anchors": str(anchors), "matrix": str(matrix), "doc": str(doc),
+            "searches": str(tmp_path / "searches.yaml"), "trials": str(tmp_path / "tuning")}
 
 
 def generate(setup):
-    return report.generate(setup["results"], setup["anchors"], setup["doc"], setup["matrix"])
+    return report.generate(setup["results"], setup["anchors"], setup["doc"], setup["matrix"], setup["searches"],
+                           setup["trials"])
 
 
 def row(text, first_cell):
@@ -210,7 +213,8 @@ def test_the_text_outside_the_markers_is_kept_and_the_curves_are_drawn(setup):
 
 
 def test_check_says_whether_the_doc_is_what_the_results_make(setup):
-    args = ["--results", setup["results"], "--anchors", setup["anchors"], "--doc", setup["doc"], "--matrix", setup["matrix"]]
+    args = ["--results", setup["results"], "--anchors", setup["anchors"], "--doc", setup["doc"], "--matrix", setup["matrix"],
+            "--searches", setup["searches"], "--trials", setup["trials"]]
     assert report.main(args + ["--check"]) == 1  # the doc holds a stale table
     generate(setup)
     assert report.main(args + ["--check"]) == 0
@@ -294,3 +298,97 @@ def test_every_figure_of_the_findings_is_in_the_generated_tables():
     figures = set(re.findall(r"\d+\.\d+(?:e-\d+)?", findings))
     assert len(figures) > 20
     assert sorted(f for f in figures if f not in generated) == []
+
+
+# ---------------------------------------------------------------------------- the tuned part
+
+
+def trial(sample, cpu_seconds, score, status="tested"):
+    return {"sample": sample, "status": status, "params": {"learning_rate": 0.001}, "best_valid_score": score,
+            "epochs": 3, "cpu_seconds": cpu_seconds, "code": "ef9bc11ff116"}
+
+
+def write_trials(folder, name, trials):
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "w") as f:
+        f.writelines(json.dumps(t) + "\n" for t in trials)
+
+
+@pytest.fixture
+def tuned(setup):
+    """The setup's default runs, searches of five models on toyset and tuned runs of four of them."""
+    with open(setup["searches"], "w") as f:
+        yaml.safe_dump({"budget": {"num_samples": 4},
+                        "datasets": {"toyset": ["SASRec", "MASAN", "LightSANs", "ASRec", "FEARec", "SR-SAN"]}}, f)
+    write_trials(setup["trials"], "toyset-MASAN.jsonl", [
+        trial(0, 999.0, None, status="error"), trial(0, 1800.0, 0.05),  # failed, then run again on resume
+        trial(1, 900.0, 0.03, status="stopped"), trial(2, 500.0, None, status="error"),
+        trial(1, 1800.0, 0.04)])  # sample 1 again: this line replaces the earlier one
+    write_trials(setup["trials"], "toyset-MASAN-widened.jsonl", [trial(0, 3600.0, 0.07), trial(1, 60.0, None, status="error")])
+    write_trials(setup["trials"], "toyset-SASRec.jsonl", [trial(0, 360.0, 0.02), trial(1, 180.0, 0.025)])
+    for model in ("LightSANs", "ASRec", "FEARec"):
+        write_trials(setup["trials"], f"toyset-{model}.jsonl", [trial(0, 720.0, 0.045)])
+    runs = [result("MASAN", 2020, 0.0400, 0.0800, MASAN_2020, label="MASAN-tuned", excluded=(0.0500, 0.0900),
+                   per_user_excluded=MASAN_2020),
+            result("MASAN", 2021, 0.0440, 0.0840, MASAN_2020, label="MASAN-tuned", excluded=(0.0540, 0.0940)),
+            result("LightSANs", 2020, 0.0350, 0.0750, LIGHTSANS_2020, label="LightSANs-tuned", excluded=(0.0450, 0.0850),
+                   per_user_excluded=LIGHTSANS_2020),
+            result("ASRec", 2020, 0.0300, 0.0700, LIGHTSANS_2020, label="ASRec-tuned"),
+            result("FEARec", 2020, 0.0310, 0.0710, MASAN_2020, label="FEARec-tuned")]
+    for r in runs:
+        with open(os.path.join(setup["results"], f"toyset-{r['label']}-seed{r['seed']}.json"), "w") as f:
+            json.dump(r, f)
+    return setup
+
+
+def tuned_part(text):
+    return text[text.index("#### toyset: tuned"):]
+
+
+def test_trials_are_counted_once_per_sample_without_the_failed_ones(tmp_path):
+    write_trials(str(tmp_path), "t.jsonl", [trial(0, 10.0, None, status="error"), trial(0, 20.0, 0.1),
+                                            trial(1, 30.0, 0.2), trial(1, 40.0, None, status="error")])
+    assert [(t["sample"], t["cpu_seconds"]) for t in report.read_trials(str(tmp_path / "t.jsonl"))] == [(0, 20.0)]
+    assert report.read_trials(str(tmp_path / "none.jsonl")) is None
+
+
+def test_the_tuned_table_counts_the_trials_and_hours_of_both_searches(tuned):
+    part = tuned_part(generate(tuned))
+    # first search: samples 0 and 1 (their last lines, 1800 s each), sample 2 failed; widened: one trial of 3600 s
+    assert row(part, "MASAN").startswith("| MASAN | 2 of 4 + 1 widened | 2.0 | 0.0700 |")
+    assert row(part, "SASRec").startswith("| SASRec | 2 of 4 | 0.1 | 0.0250 |")  # no widened file: no "+"
+
+
+def test_a_model_without_tuned_runs_or_trials_is_pending(tuned):
+    part = tuned_part(generate(tuned))
+    assert row(part, "SASRec") == "| SASRec | 2 of 4 | 0.1 | 0.0250 | pending | pending | pending | pending | — |"
+    assert row(part, "SR-SAN") == "| SR-SAN | no trials yet | — | — | pending | pending | pending | pending | — |"
+
+
+def test_the_tuned_figures_are_the_tuned_runs_under_both_protocols(tuned):
+    text = generate(tuned)
+    part = tuned_part(text)
+    assert row(part, "MASAN") == ("| MASAN | 2 of 4 + 1 widened | 2.0 | 0.0700 | 0.0820 ± 0.0020 | 0.0420 ± 0.0020 "
+                                  "| 0.0920 ± 0.0020 | 0.0520 ± 0.0020 | 2020, 2021 |")
+    # a run without the papers' figures has none there
+    assert row(part, "ASRec") == "| ASRec | 1 of 4 | 0.2 | 0.0450 | 0.0700 (1 seed) | 0.0300 (1 seed) | — | — | 2020 |"
+    # the published figures of both protocols follow, and the tuned runs are not in the default tables
+    assert row(part, "SASRec+SS") == "| SASRec+SS | 0.0522 | a README | the same file |" and row(part, "BSARec").startswith("| BSARec |")
+    assert "-tuned" not in text[:text.index("#### toyset: tuned")]
+
+
+def test_tuned_runs_are_tested_against_tuned_runs_only(tuned, setup):
+    text = generate(tuned)
+    part = tuned_part(text)
+    gap = sum(MASAN_2020) / 40 - sum(LIGHTSANS_2020) / 40
+    p = wilcoxon(MASAN_2020, LIGHTSANS_2020).pvalue
+    assert row(part, "MASAN-tuned | LightSANs-tuned") == f"| MASAN-tuned | LightSANs-tuned | 2020 | 40 | {gap:+.4f} | **{p:.3g}** | {gap:+.4f} | **{p:.3g}** |"
+    assert row(part, "ASRec-tuned | FEARec-tuned") == f"| ASRec-tuned | FEARec-tuned | 2020 | 40 | {-gap:+.4f} | **{p:.3g}** | — | — |"
+    assert "| MASAN-tuned | LightSANs |" not in text and "| MASAN-tuned | MASAN |" not in text
+    # the default part of the section is what it was without the searches and tuned runs
+    for name in os.listdir(setup["results"]):
+        if "-tuned-" in name:
+            os.remove(os.path.join(setup["results"], name))
+    os.remove(setup["searches"])
+    default = generate(setup)
+    assert text[text.index("### toyset"):text.index("#### toyset: tuned")].rstrip() == default[default.index("### toyset"):].rstrip()
