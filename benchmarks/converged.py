@@ -7,7 +7,9 @@ file per run, resumable across sessions.
     python -m benchmarks.converged --rescore [--datasets lastfm ...] [--models ...]  # add the paper-protocol fields
 
 The matrix (datasets, models, seeds, settings) is benchmarks/converged.yaml; an entry named otherwise
-than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant with its own files. A run writes
+than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant with its own files; an
+entry with ``tuned: true`` takes the settings of configs/model/<Model>/<dataset>.yaml (written by
+``benchmarks.searches --write-configs``) and waits until that file exists. A run writes
 ``<out>/<dataset>-<model>-seed<seed>.json`` when it ends; until then its state lives in
 ``<out>/.state/<run>/`` (not committed): ``best.pth`` (RecBole's best-validation checkpoint),
 ``latest.pth`` (the whole training state after each validated epoch) and ``progress.json`` (curve
@@ -54,6 +56,7 @@ from benchmarks.run_lock import claim, holder, release
 
 MATRIX = os.path.join(BENCHMARKS, "converged.yaml")
 OUT = os.path.join(BENCHMARKS, "results", "converged")
+CONFIGS = os.path.join(os.path.dirname(BENCHMARKS), "configs", "model")
 
 
 def run_name(model, dataset, seed):
@@ -72,19 +75,35 @@ class Run(NamedTuple):
     seed: int
     settings: dict
     refit: bool = False  # after early stopping, train again on training + validation rows (refit())
+    waits_for: str = None  # a tuned entry's settings file, until benchmarks.searches --write-configs writes it
 
 
-def load_matrix(path=MATRIX):
-    """The matrix's runs in the file's order, each with the shared, dataset and entry settings merged."""
+def tuned_settings(model, dataset, configs):
+    """A ``tuned: true`` entry's settings: configs/model/<Model>/<dataset>.yaml (the searches' winner),
+    or None while that file is not written."""
+    path = os.path.join(configs, model, f"{dataset}.yaml")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def load_matrix(path=MATRIX, configs=None):
+    """The matrix's runs in the file's order, each with the shared, dataset and entry settings merged;
+    a tuned entry's settings file comes between the dataset's and the entry's own settings."""
+    configs = configs or CONFIGS
     with open(path) as f:
         spec = yaml.safe_load(f)
     runs = []
     for dataset, entry in spec["datasets"].items():
         for label, model_entry in entry["models"].items():
+            model = model_entry.get("model", label)
+            tuned = tuned_settings(model, dataset, configs) if model_entry.get("tuned") else {}
+            waits_for = os.path.join(configs, model, f"{dataset}.yaml") if tuned is None else None
             for seed in model_entry["seeds"]:
-                settings = {**spec.get("shared", {}), **entry.get("settings", {}), **model_entry.get("settings", {})}
-                runs.append(Run(dataset, label, model_entry.get("model", label), seed, settings,
-                                bool(model_entry.get("refit", False))))
+                settings = {**spec.get("shared", {}), **entry.get("settings", {}), **(tuned or {}),
+                            **model_entry.get("settings", {})}
+                runs.append(Run(dataset, label, model, seed, settings, bool(model_entry.get("refit", False)), waits_for))
     return runs
 
 
@@ -567,8 +586,11 @@ def record_state(run, record):
 
 
 def run_state(run, out):
-    """:func:`record_state` of its result file, else "started" (a saved state on this machine) or "pending"."""
+    """:func:`record_state` of its result file, else "started" (a saved state on this machine), "pending",
+    or "waiting" (a tuned entry whose settings file is not written yet)."""
     name = run_name(run.label, run.dataset, run.seed)
+    if run.waits_for:
+        return "waiting"
     path = os.path.join(out, f"{name}.json")
     if os.path.isfile(path):
         return record_state(run, read_result(path))
@@ -580,7 +602,8 @@ def is_done(run, out):
 
 
 def pending(runs, out):
-    return [r for r in runs if not is_done(r, out)]
+    """Runs to train: not done, and not waiting for a settings file."""
+    return [r for r in runs if not r.waits_for and not is_done(r, out)]
 
 
 def parse_set(pairs):
@@ -617,7 +640,8 @@ def main(argv=None):
         for run in runs:
             name = run_name(run.label, run.dataset, run.seed)
             pid = holder(args.out, name)
-            print(f"{name:45} {run_state(run, args.out)}" + (f" (running, pid {pid})" if pid else ""))
+            waits = f" for {os.path.relpath(run.waits_for)}" if run.waits_for else ""
+            print(f"{name:45} {run_state(run, args.out)}{waits}" + (f" (running, pid {pid})" if pid else ""))
         return 0
     if args.all:
         tried = set()  # a run that is still pending after its turn (it failed to finish) is not taken again
@@ -639,6 +663,9 @@ def main(argv=None):
         parser.error("give --model and --dataset, or --all, or --list")
     same = [r for r in load_matrix(args.matrix) if r.dataset == args.dataset and r.label == args.model]
     entry = next((r for r in same if r.seed == args.seed), same[0] if same else None)
+    if entry and entry.waits_for:
+        parser.error(f"{args.model} on {args.dataset} is tuned and {entry.waits_for} is not written yet: "
+                     "finish its searches, then python -m benchmarks.searches --write-configs")
     model, base = (entry.model, entry.settings) if entry else (args.model, {})
     name = run_name(args.model, args.dataset, args.seed)
     if not claim(args.out, name):

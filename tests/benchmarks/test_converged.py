@@ -169,6 +169,28 @@ def test_a_variant_is_its_model_with_its_own_name_and_settings(tmp_path, capsys)
         "lastfm-MASAN-masked-seed2", "pending", "(running,", "pid", f"{os.getpid()})"]
 
 
+def test_a_tuned_entry_waits_for_its_settings_file_then_takes_it(tmp_path, monkeypatch, capsys):
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("shared: {epochs: 3}\ndatasets:\n  lastfm:\n    settings: {model_dataset_config: false}\n"
+                      "    models:\n      MASAN-tuned: {model: MASAN, seeds: [1], tuned: true, settings: {epochs: 4}}\n")
+    monkeypatch.setattr(converged, "CONFIGS", str(tmp_path / "configs"))
+    monkeypatch.setattr(converged, "train", lambda *args, **kwargs: pytest.fail("a waiting run was trained"))
+    flags = ["--matrix", str(matrix), "--out", str(tmp_path)]
+    converged.main(["--list", *flags])
+    assert capsys.readouterr().out.split()[:3] == ["lastfm-MASAN-tuned-seed1", "waiting", "for"]
+    assert converged.main(["--all", *flags]) == 0  # nothing to train yet
+    with pytest.raises(SystemExit):
+        converged.main(["--model", "MASAN-tuned", "--dataset", "lastfm", "--seed", "1", *flags])
+    assert "--write-configs" in capsys.readouterr().err
+    (tmp_path / "configs" / "MASAN").mkdir(parents=True)
+    (tmp_path / "configs" / "MASAN" / "lastfm.yaml").write_text("# tuned\nhidden_size: 128\nepochs: 9\n")
+    run, = converged.load_matrix(str(matrix))
+    # the file's settings over the dataset's, the entry's own over the file's
+    assert run.waits_for is None and run.settings == {"epochs": 4, "model_dataset_config": False, "hidden_size": 128}
+    converged.main(["--list", *flags])
+    assert capsys.readouterr().out.split() == ["lastfm-MASAN-tuned-seed1", "pending"]
+
+
 def test_a_living_process_keeps_its_claim(tmp_path):
     assert run_lock.claim(str(tmp_path), "run")
     assert run_lock.holder(str(tmp_path), "run") == os.getpid()

@@ -1,6 +1,7 @@
 """benchmarks.searches: every search of a dataset gets the same budget, its data config named, and
 goes on (--resume) where its trials file stopped."""
 
+import pytest
 import yaml
 
 from benchmarks import searches
@@ -44,3 +45,49 @@ def test_the_winner_is_the_best_ended_trial_and_its_range_ends_are_named(tmp_pat
     best, edges = searches.winner(str(trials), space)
     assert best["sample"] == 1 and edges == ["learning_rate"]  # two-valued lists have no inside to widen into
     assert searches.winner(str(trials), {})[1] == []
+
+
+def write_trials(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_config(tmp_path, monkeypatch):
+    from masan_recbole import tuning
+    from masan_recbole.quick_start import read_search_space
+
+    for name in ("TRIALS", "SPACES", "CONFIGS"):
+        monkeypatch.setattr(searches, name, str(tmp_path / name.lower()))
+    (tmp_path / "spaces").mkdir()
+    (tmp_path / "spaces" / "MASAN.test").write_text(
+        "learning_rate choice [0.001,0.005]\nhidden_size choice [32,64,128]\nk_interests choice [5,10,20]\n"
+        "padding choice [{'attn_padding_mask': True, 'length_bucketing': True}, "
+        "{'attn_padding_mask': False, 'length_bucketing': False}]\n")
+    (tmp_path / "trials").mkdir()
+    matrix = {"budget": {"num_samples": 2}, "datasets": {"lastfm": ["MASAN"]},
+              "widen": {"beyond": {"learning_rate": [0.0002, 0.01], "hidden_size": [16, 256], "k_interests": [3, None]}}}
+    winner = {"learning_rate": 0.001, "hidden_size": 128, "k_interests": 20,
+              "padding": {"attn_padding_mask": False, "length_bucketing": False}}
+    write_trials(tmp_path / "trials" / "lastfm-MASAN.jsonl", [
+        {"sample": 0, "status": "tested", "best_valid_score": 0.05, "params": winner, "commit": "abc"},
+        {"sample": 1, "status": "stopped", "best_valid_score": 0.01, "params": dict(winner, hidden_size=64)}])
+    # learning_rate 0.001 is the first value, hidden_size 128 the last; k_interests 20 has nothing beyond
+    assert searches.widened_choices(winner, searches.read_space(str(tmp_path / "spaces" / "MASAN.test")),
+                                    matrix["widen"]["beyond"]) == [("learning_rate", 0.0002), ("hidden_size", 256)]
+    assert searches.tuned_winner("lastfm", "MASAN", matrix) is None  # its widened search is still to run
+    widened = tmp_path / "trials" / "lastfm-MASAN-widened.jsonl"
+    write_trials(widened, [{"sample": 0, "status": "tested", "best_valid_score": 0.04, "params": {}},
+                           {"sample": 1, "status": "tested", "best_valid_score": 0.06, "commit": "def",
+                            "params": {**{k: v for k, v in winner.items() if k != "hidden_size"},
+                                       "widened": {"learning_rate": 0.001, "hidden_size": 256}}}])
+    monkeypatch.setattr(searches, "clone_at", lambda commit, workdir: pytest.fail("its trials are recorded"))
+    searches.widen("lastfm", "MASAN", matrix, str(tmp_path), 1)  # writes the space; both trials are recorded
+    space_file = tmp_path / "spaces" / "widened" / "lastfm-MASAN.test"
+    grid = [searches.flat_settings(s) for s in tuning.grid_samples(read_search_space(str(space_file)))]
+    base = {"k_interests": 20, "attn_padding_mask": False, "length_bucketing": False}
+    assert grid == [{**base, "learning_rate": 0.0002, "hidden_size": 128}, {**base, "learning_rate": 0.001, "hidden_size": 256}]
+    searches.write_configs(matrix, ["lastfm"])
+    text = (tmp_path / "configs" / "MASAN" / "lastfm.yaml").read_text()
+    assert "sample 1 of lastfm-MASAN-widened.jsonl" in text and "(0.0600)" in text
+    assert yaml.safe_load(text) == {**base, "learning_rate": 0.001, "hidden_size": 256}
