@@ -34,7 +34,6 @@ anchors.yaml, or is computed from them.
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,6 +43,7 @@ import yaml
 from benchmarks.converged import MATRIX, OUT, load_matrix, record_state
 from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
 from benchmarks.per_user import unpack
+from benchmarks.searches import read_records
 
 DOC = os.path.join(REPO, "docs", "results.md")
 ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
@@ -104,16 +104,8 @@ def load_anchors(path):
 
 
 def read_trials(path):
-    """A search's ended trials, or None without a trials file. A sample's later line replaces its earlier
-    one (a trial run again on resume); a failed trial ("error") is no trial."""
-    if not os.path.exists(path):
-        return None
-    by_sample = {}
-    with open(path) as f:
-        for line in filter(str.strip, f):
-            trial = json.loads(line)
-            by_sample[trial["sample"]] = trial
-    return [t for t in by_sample.values() if t.get("status") != "error"]
+    """A search's ended trials (searches.read_records), or None without a trials file."""
+    return read_records(path) if os.path.exists(path) else None
 
 
 def load_searches(path, trials_dir):
