@@ -26,6 +26,8 @@ import sys
 
 import yaml
 
+from masan_recbole.registry import is_plugin_model
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATRIX = os.path.join(REPO, "benchmarks", "searches.yaml")
 TRIALS = os.path.join(REPO, "benchmarks", "results", "tuning")
@@ -284,11 +286,15 @@ def tuned_winner(dataset, model, matrix):
 
 
 def tuned_config_text(dataset, model, best, path, files, valid_metric):
-    names = " and ".join(os.path.relpath(f, REPO) for f in files)
-    head = [f"# {model} on {dataset}, tuned (benchmarks/searches.yaml): the best validation {valid_metric} "
-            f"({best['best_valid_score']:.4f}) of the searches in {names}: sample {best['sample']} of "
-            f"{os.path.basename(path)}, commit {str(best.get('commit'))[:12]}. Written by "
-            "python -m benchmarks.searches --write-configs; test figures in docs/results.md (Tuned)."]
+    """The config file of a model's tuned settings, its first lines naming where they come from."""
+    head = [f"# {model} on {dataset}, tuned (benchmarks/searches.yaml): the trial of best validation {valid_metric}",
+            f"# ({best['best_valid_score']:.4f}; the earlier trial of equal scores) of "
+            + " and ".join(os.path.relpath(f, REPO) for f in files) + ":",
+            f"# sample {best['sample']} of {os.path.basename(path)}, code {str(best.get('code'))[:12]}. "
+            "Written by python -m benchmarks.searches --write-configs;",
+            "# Test figures: docs/results.md (tuned). " + (
+                f"Loaded for --model={model} --dataset={dataset}; model_dataset_config: false leaves it out."
+                if is_plugin_model(model) else f"RecBole's {model}: give it with --config_files.")]
     return "\n".join(head) + "\n" + yaml.safe_dump(flat_settings(best["params"]), sort_keys=False)
 
 

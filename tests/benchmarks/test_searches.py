@@ -70,7 +70,7 @@ def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_con
     winner = {"learning_rate": 0.001, "hidden_size": 128, "k_interests": 20,
               "padding": {"attn_padding_mask": False, "length_bucketing": False}}
     write_trials(tmp_path / "trials" / "lastfm-MASAN.jsonl", [
-        {"sample": 0, "status": "tested", "best_valid_score": 0.05, "params": winner, "commit": "abc"},
+        {"sample": 0, "status": "tested", "best_valid_score": 0.05, "params": winner, "code": "abc"},
         {"sample": 1, "status": "stopped", "best_valid_score": 0.01, "params": dict(winner, hidden_size=64)}])
     # learning_rate 0.001 is the first value, hidden_size 128 the last; k_interests 20 has nothing beyond
     assert searches.widened_choices(winner, searches.read_space(str(tmp_path / "spaces" / "MASAN.test")),
@@ -78,7 +78,7 @@ def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_con
     assert searches.tuned_winner("lastfm", "MASAN", matrix) is None  # its widened search is still to run
     widened = tmp_path / "trials" / "lastfm-MASAN-widened.jsonl"
     write_trials(widened, [{"sample": 0, "status": "tested", "best_valid_score": 0.04, "params": {}},
-                           {"sample": 1, "status": "tested", "best_valid_score": 0.06, "commit": "def",
+                           {"sample": 1, "status": "tested", "best_valid_score": 0.06, "code": "def",
                             "params": {**{k: v for k, v in winner.items() if k != "hidden_size"},
                                        "widened": {"learning_rate": 0.001, "hidden_size": 256}}}])
     monkeypatch.setattr(searches, "clone_at", lambda commit, workdir: pytest.fail("its trials are recorded"))
@@ -89,5 +89,5 @@ def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_con
     assert grid == [{**base, "learning_rate": 0.0002, "hidden_size": 128}, {**base, "learning_rate": 0.001, "hidden_size": 256}]
     searches.write_configs(matrix, ["lastfm"])
     text = (tmp_path / "configs" / "MASAN" / "lastfm.yaml").read_text()
-    assert "sample 1 of lastfm-MASAN-widened.jsonl" in text and "(0.0600)" in text
+    assert "sample 1 of lastfm-MASAN-widened.jsonl" in text and "(0.0600;" in text and "code def" in text
     assert yaml.safe_load(text) == {**base, "learning_rate": 0.001, "hidden_size": 256}
