@@ -392,3 +392,16 @@ def test_tuned_runs_are_tested_against_tuned_runs_only(tuned, setup):
     os.remove(setup["searches"])
     default = generate(setup)
     assert text[text.index("### toyset"):text.index("#### toyset: tuned")].rstrip() == default[default.index("### toyset"):].rstrip()
+
+
+def test_the_settings_that_moved_the_score_are_ranked_by_the_gap_between_their_values():
+    def searched(lr, size, curve):
+        return {"params": {"learning_rate": lr, "hidden_size": size, "train_mode": "all_positions"}, "valid_curve": curve}
+
+    # after 2 epochs: lr 0.01 means 0.30, lr 0.001 means 0.10; hidden 64 means 0.25, hidden 32 means 0.15
+    trials = [searched(0.01, 64, [0.1, 0.4, 0.9]), searched(0.01, 32, [0.2, 0.2]),
+              searched(0.001, 64, [0.1, 0.1]), searched(0.001, 32, [0.05, 0.1])]
+    spreads = report.knob_spreads(trials, 2)
+    assert [(name, round(gap, 6), best) for name, gap, best in spreads] == [
+        ("learning_rate", 0.2, 0.01), ("hidden_size", 0.1, 64)]  # a setting of one value is no finding
+    assert report.knobs_line("SASRec", trials, 2, shown=1) == "- SASRec: learning_rate 0.2000 (best 0.01)"
