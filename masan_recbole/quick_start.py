@@ -174,7 +174,7 @@ def read_search_space(path):
 
 
 RAY_FLAGS = ("num_samples", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address", "asha", "storage_path",
-             "search_seed", "grace_period", "trials_file", "resume")
+             "search_seed", "grace_period", "trials_file", "resume", "grid")
 HYPEROPT_FLAGS = ("algo", "max_evals", "early_stop")
 
 
@@ -199,6 +199,8 @@ def main_hyper(argv):
                                 help="stop after this many trials without progress (default 10)")
     ray_flags = parser.add_argument_group("--tool ray")
     ray_flags.add_argument("--num_samples", type=int, default=None, help="trials, sampled at random (default 10)")
+    ray_flags.add_argument("--grid", action="store_true", default=None,
+                           help="one trial per combination of the choice lines, instead of --num_samples random ones")
     ray_flags.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: as many as fit)")
     ray_flags.add_argument("--cpus_per_trial", type=float, default=None, help="default 1")
     ray_flags.add_argument("--gpus_per_trial", type=float, default=None, help="default 0 (fractions share a GPU)")

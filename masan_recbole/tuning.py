@@ -7,12 +7,14 @@ per search whatever the flags say. ray is imported only when a search starts, so
 (and the results format it shares with the hyperopt path) loads without it.
 
 A search draws its ``num_samples`` settings up front from ``search_seed``, so the same command
-draws the same trials. With a trials file each trial that ends is appended to it as one line of
+draws the same trials; ``grid`` runs each combination of the choices once instead (a small space
+searched exhaustively, such as one setting at a time beyond a first search's winner). With a trials file each trial that ends is appended to it as one line of
 JSON (its settings, validation curve, epochs, CPU seconds, test result); ``resume`` reads it back,
 runs only the trials it lacks, and gives ASHA the recorded curves, so a search stopped part-way
 goes on where it stopped. A trial that was running when the search stopped starts again.
 """
 
+import itertools
 import json
 import math
 import os
@@ -92,6 +94,16 @@ def draw_samples(space, num_samples, seed):
         drawn = {name: domain.sample(random_state=rng) for name, domain in space.items()}
         samples.append({name: value.item() if hasattr(value, "item") else value for name, value in drawn.items()})
     return samples
+
+
+def grid_samples(params_dict):
+    """Every combination of the ``choice`` lists, once each, the first line's values varying
+    slowest (the file's order); a grid has no draws, so other kinds of line are refused."""
+    other = {name: kind for kind, names in params_dict.items() if kind != "choice" for name in names}
+    if other:
+        raise ValueError(f"--grid needs `choice` lines only: {', '.join(f'{n} is {k}' for n, k in other.items())}")
+    names, values = zip(*params_dict["choice"].items())
+    return [dict(zip(names, combination)) for combination in itertools.product(*values)]
 
 
 def flatten_bundles(params):
@@ -300,10 +312,11 @@ def _trial_logger(tune, job, search_key, trials_file, records):
     return RecordEachTrial()
 
 
-def search(model, dataset, params_dict, output_file, config_files=None, num_samples=10, max_concurrent=None,
+def search(model, dataset, params_dict, output_file, config_files=None, num_samples=None, max_concurrent=None,
            cpus_per_trial=1, gpus_per_trial=0, address=None, asha=False, storage_path=DEFAULT_STORAGE,
-           num_cpus=None, search_seed=0, grace_period=1, trials_file=None, resume=False):
-    """Search ``params_dict`` with ``num_samples`` trials drawn from ``search_seed`` on Ray Tune;
+           num_cpus=None, search_seed=0, grace_period=1, trials_file=None, resume=False, grid=False):
+    """Search ``params_dict`` with ``num_samples`` trials (default 10) drawn from ``search_seed`` on Ray
+    Tune, or with ``grid`` one trial per combination of its choices;
     ``--key=value`` settings in ``sys.argv`` apply to every trial, as in the hyperopt path.
     ``num_cpus`` caps a local Ray (default: every core). ASHA stops trials at rungs from
     ``grace_period`` epochs to ``epochs``. Writes ``output_file`` in RecBole's format and, with
@@ -314,7 +327,9 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
 
     from masan_recbole.files import write_atomic
 
-    if num_samples < 1:
+    if grid and num_samples is not None:
+        raise ValueError("--num_samples cannot be used with --grid: the grid's combinations are the trials")
+    if num_samples is not None and num_samples < 1:
         raise ValueError(f"--num_samples must be at least 1, got {num_samples}")
     if max_concurrent is not None and max_concurrent < 1:
         raise ValueError(f"--max_concurrent must be at least 1, got {max_concurrent}")
@@ -328,6 +343,7 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     if trials_file and not resume and os.path.exists(trials_file) and os.path.getsize(trials_file):
         raise ValueError(f"{trials_file} already records trials; add --resume to go on with that search, "
                          "or give another --trials_file")
+    samples = grid_samples(params_dict) if grid else None
     space = ray_search_space(params_dict)
     config_files = [os.path.abspath(f) for f in config_files or []]
     # Checked here, once, so that a bad setting is one line rather than a failure in every trial.
@@ -345,9 +361,14 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
     if both:
         raise ValueError(f"{', '.join(both)} set on the command line and searched by the params file; drop one")
     mode = "max" if config["valid_metric_bigger"] else "min"
-    samples = draw_samples(space, num_samples, search_seed)
+    if grid:
+        num_samples = len(samples)
+    else:
+        num_samples = num_samples or 10
+        samples = draw_samples(space, num_samples, search_seed)
     # What makes two runs the same search: a trials file is resumed only by the search that wrote it.
     search_key = {"model": model, "dataset": dataset, "params": params_dict, "search_seed": search_seed,
+                  **({"grid": True} if grid else {}),
                   "num_samples": num_samples, "asha": bool(asha), "grace_period": grace_period,
                   "max_epochs": config["epochs"], "valid_metric": config["valid_metric"], "mode": mode,
                   "settings": {k: v for k, v in sorted(given.items())},
