@@ -11,14 +11,17 @@ draws the same trials; ``grid`` runs each combination of the choices once instea
 searched exhaustively, such as one setting at a time beyond a first search's winner). With a trials file each trial that ends is appended to it as one line of
 JSON (its settings, validation curve, epochs, CPU seconds, test result); ``resume`` reads it back,
 runs only the trials it lacks, and gives ASHA the recorded curves, so a search stopped part-way
-goes on where it stopped. A trial that was running when the search stopped starts again.
+goes on where it stopped. A trial that was running when the search stopped goes on from its last
+validated epoch (:class:`TrialState`), with the numbers it would have had uninterrupted.
 """
 
+import hashlib
 import itertools
 import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -236,7 +239,8 @@ def _trial(config, job):
     torch.set_num_threads(max(1, math.floor(job["cpus_per_trial"])))
     sys.argv = sys.argv[:1]  # a Ray worker's argv holds Ray's own --key=value flags, not RecBole settings
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())  # Ray's choice: RecBole's gpu_id default would move it
-    settings = flatten_bundles(job["samples"][config["sample"]])
+    sample = config["sample"]
+    settings = flatten_bundles(job["samples"][sample])
     config = Config(model=job["model"], dataset=job["dataset"], config_file_list=job["config_files"],
                     config_dict={**job["config_dict"], **settings, "gpu_id": gpus, "device": "cuda" if gpus else "cpu"})
     init_seed(config["seed"], config["reproducibility"])
@@ -246,21 +250,78 @@ def _trial(config, job):
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    curve = []
+    state = TrialState(job["state_dir"], sample) if job.get("state_dir") else None
+    curve, cpu_before, model_file = [], 0.0, trainer.saved_model_file  # RecBole's place in the trial's folder
+    if state is not None:
+        curve, cpu_before, start = state.resume(trainer, start)
 
     def progress():
         return {"epoch": len(curve), "valid_curve": list(curve), "best_valid_result": plain(trainer.best_valid_result),
-                "cpu_seconds": time.process_time() - cpu_start, "trial_start": start}
+                "cpu_seconds": cpu_before + time.process_time() - cpu_start, "trial_start": start}
+
+    for done in range(1, len(curve) + 1):  # a resumed trial's epochs again, so that ASHA sees them in order
+        report({"valid_score": curve[done - 1], **progress(), "epoch": done, "valid_curve": curve[:done]})
 
     def report_validation(epoch_idx, valid_score):
         curve.append(float(valid_score))
+        if state is not None:  # saved before reporting: ASHA may end the process at the report
+            state.save(trainer, epoch_idx, progress())
         report({"valid_score": float(valid_score), **progress()})
 
-    best_score, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=True,
-                                         callback_fn=report_validation)
+    if trainer.cur_step > trainer.stopping_step or trainer.start_epoch >= trainer.epochs:
+        # resumed after its last epoch (cut off before its test): fit would train on, and save epoch -1 as best
+        best_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        best_score, best_valid = trainer.fit(train_data, valid_data, verbose=False, saved=True,
+                                             callback_fn=report_validation)
     test_result = trainer.evaluate(test_data, load_best_model=True)
+    if state is not None:  # the best model where RecBole keeps it; the state goes once the trial is recorded
+        shutil.copy2(trainer.saved_model_file, model_file)
     report({**progress(), "valid_score": float(best_score), "best_valid_result": plain(best_valid),
-            "test_result": plain(test_result), "trial_end": time.time(), "cpu_seconds": time.process_time() - cpu_start})
+            "test_result": plain(test_result), "trial_end": time.time()})
+
+
+def trial_states(storage_path, search_key):
+    """The folder of a search's trial states: one per search (its key's digest), so that no other
+    search resumes from them."""
+    digest = hashlib.sha1(json.dumps(search_key, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(storage_path, "trial-states", f"{search_key['model']}-{search_key['dataset']}-{digest}")
+
+
+class TrialState:
+    """A trial's training state after each validation (``<state_dir>/sample-<i>/``: RecBole's best
+    model, the whole training state, and the curve and CPU seconds so far), so that a trial cut off
+    by a stopped search goes on from its last validated epoch, with the numbers an uninterrupted
+    trial would have had (the trainer's exact resume), instead of starting again."""
+
+    def __init__(self, state_dir, sample):
+        self.folder = os.path.join(state_dir, f"sample-{sample}")
+        self.latest, self.progress = os.path.join(self.folder, "latest.pth"), os.path.join(self.folder, "progress.json")
+
+    def resume(self, trainer, start):
+        """(curve, CPU seconds, start time) of the saved state, the trainer restored to it; or a fresh start."""
+        os.makedirs(self.folder, exist_ok=True)
+        best = os.path.join(self.folder, "best.pth")
+        trainer.saved_model_file = best
+        if not (os.path.isfile(self.latest) and os.path.isfile(self.progress)):
+            return [], 0.0, start
+        trainer.resume_checkpoint(self.latest)
+        trainer.saved_model_file = best  # resuming points it at latest.pth; the best model stays apart
+        with open(self.progress) as f:
+            saved = json.load(f)
+        # the progress file is written first: one validation ahead of latest.pth at most
+        validations = trainer.start_epoch // trainer.eval_step
+        return saved["valid_curve"][:validations], saved["cpu_seconds"], saved["trial_start"]
+
+    def save(self, trainer, epoch_idx, progress):
+        from masan_recbole.files import write_atomic
+
+        with write_atomic(self.progress) as f:
+            json.dump(progress, f)
+        trainer._save_checkpoint(epoch_idx, verbose=False, saved_model_file=self.latest)
+
+    def remove(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def trial_record(sample, params, search_key, result, status, error=None):
@@ -301,6 +362,8 @@ def _trial_logger(tune, job, search_key, trials_file, records):
             if trials_file:
                 with open(trials_file, "a") as f:
                     f.write(json.dumps(record) + "\n")
+            if status != "error" and job.get("state_dir"):  # a failed trial resumes from its state
+                TrialState(job["state_dir"], sample).remove()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             tested = "test_result" in (trial.last_result or {})
@@ -375,9 +438,12 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
                   "config_files": [os.path.basename(f) for f in config_files]}
     search_key = json.loads(json.dumps(search_key, default=str))  # as it reads back from the file
     records = read_trials(trials_file, search_key) if resume and os.path.exists(trials_file) else {}
+    storage_path = os.path.abspath(storage_path)
     todo = [i for i in range(num_samples) if i not in records]
     job = {"model": model, "dataset": dataset, "config_files": config_files, "cpus_per_trial": cpus_per_trial,
            "samples": samples,
+           # with a trials file, each trial's state after every validation, under one folder per search
+           "state_dir": trial_states(storage_path, search_key) if trials_file else None,
            # trials run in their own folder: the dataset's root is passed as an absolute path
            "config_dict": {**given, "data_path": os.path.dirname(os.path.abspath(config["data_path"]))}}
     scheduler = None
@@ -390,7 +456,6 @@ def search(model, dataset, params_dict, output_file, config_files=None, num_samp
         if records and not prime_asha(scheduler, records, 1 if mode == "max" else -1):
             print("this ray's ASHA cannot be given the recorded trials: the rest are cut among themselves",
                   file=sys.stderr)
-    storage_path = os.path.abspath(storage_path)
     name = f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     with write_atomic(output_file) as f:  # each trial is appended as it ends
         f.writelines(_entry(records[i]) for i in sorted(records))

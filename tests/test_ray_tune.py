@@ -2,6 +2,7 @@
 on a local Ray (ml-100k from the recbole wheel)."""
 
 import math
+import os
 import re
 import types
 
@@ -189,3 +190,52 @@ def test_a_local_ray_runs_trials_at_normal_priority(monkeypatch):
         assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == 0
     finally:
         ray.shutdown()
+
+
+class Killed(Exception):
+    """The trial's process ends here, as a stopped search ends it."""
+
+
+def run_trial(monkeypatch, job, kill_after=None):
+    """tuning._trial outside Ray: its reports collected; with ``kill_after``, the process ends at that report."""
+    reports = []
+
+    def report(result):
+        reports.append(dict(result))
+        if kill_after is not None and len(reports) == kill_after:
+            raise Killed
+
+    monkeypatch.setattr(tuning, "_reporter", lambda: report)
+    monkeypatch.setattr(tune, "get_context", lambda: types.SimpleNamespace(get_trial_dir=lambda: job["trial_dir"]),
+                        raising=False)
+    monkeypatch.setattr("ray.get_gpu_ids", lambda: [])
+    try:
+        tuning._trial({"sample": 0}, job)
+    except Killed:
+        pass
+    return reports
+
+
+def test_a_trial_cut_off_goes_on_from_its_last_epoch_to_the_same_result(tiny_config, tmp_path, monkeypatch):
+    def job(name):
+        (tmp_path / name).mkdir()
+        return {"model": "SASRec", "dataset": "synth",
+                "config_files": [], "cpus_per_trial": 1, "samples": [{"learning_rate": 0.01}],
+                "config_dict": {**tiny_config, "epochs": 4, "stopping_step": 10},
+                "state_dir": str(tmp_path / name / "states"), "trial_dir": str(tmp_path / name)}
+
+    whole = run_trial(monkeypatch, job("whole"))
+    cut = job("cut")
+    assert len(run_trial(monkeypatch, cut, kill_after=2)) == 2  # killed at its second validation's report
+    resumed = run_trial(monkeypatch, cut)
+    # the two saved epochs are reported again (for ASHA), then training goes on from the third
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 4]
+    assert resumed[-1]["valid_curve"] == whole[-1]["valid_curve"] and len(whole[-1]["valid_curve"]) == 4
+    assert resumed[-1]["test_result"] == whole[-1]["test_result"]
+    assert resumed[-1]["cpu_seconds"] > resumed[2]["cpu_seconds"] - 1e-9  # the first run's seconds carried over
+    # each finished trial's best model also where RecBole keeps it (checkpoint_dir), as without a state
+    assert len(list((tmp_path / "saved").glob("SASRec-*.pth"))) == 2
+    state = tuning.TrialState(cut["state_dir"], 0)
+    assert os.path.isfile(state.latest)
+    state.remove()
+    assert not os.path.exists(state.folder)
