@@ -26,6 +26,7 @@ import sys
 
 import yaml
 
+from benchmarks.run_lock import claim, holder, release
 from masan_recbole.registry import is_plugin_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,17 +213,25 @@ def main(argv=None):
     os.makedirs(TRIALS, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": clone, "OMP_NUM_THREADS": "1"}
     for model in models:
-        trials_file = trials_path(args.dataset, model)
-        done = recorded(trials_file)
-        if done >= budget["num_samples"]:
-            print(f"{args.dataset} {model}: {done} trials recorded, finished")
-        else:
-            command = search_command(clone, args.dataset, model, budget, trials_file, args.max_concurrent, args.address)
-            print(f"{args.dataset} {model}: {done} of {budget['num_samples']} trials recorded; running\n  "
-                  + " ".join(command), flush=True)
-            subprocess.run(command, cwd=clone, env=env, check=False)
-        if recorded(trials_file) >= budget["num_samples"]:
-            widen(args.dataset, model, matrix, args.workdir, args.max_concurrent)
+        name = f"{args.dataset}-{model}"
+        if not claim(args.workdir, name):  # two chains may list the same searches: each runs the ones free
+            print(f"{name}: another process runs its searches (pid {holder(args.workdir, name)})")
+            continue
+        try:
+            trials_file = trials_path(args.dataset, model)
+            done = recorded(trials_file)
+            if done >= budget["num_samples"]:
+                print(f"{args.dataset} {model}: {done} trials recorded, finished")
+            else:
+                command = search_command(clone, args.dataset, model, budget, trials_file, args.max_concurrent,
+                                         args.address)
+                print(f"{args.dataset} {model}: {done} of {budget['num_samples']} trials recorded; running\n  "
+                      + " ".join(command), flush=True)
+                subprocess.run(command, cwd=clone, env=env, check=False)
+            if recorded(trials_file) >= budget["num_samples"]:
+                widen(args.dataset, model, matrix, args.workdir, args.max_concurrent)
+        finally:
+            release(args.workdir, name)
     print(json.dumps({m: recorded(trials_path(args.dataset, m)) for m in models}))
 
 
