@@ -21,6 +21,7 @@ runs and users take.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,9 +42,14 @@ def clone_at(commit, workdir):
     sha = subprocess.run(["git", "-C", REPO, "rev-parse", commit], capture_output=True, text=True,
                          check=True).stdout.strip()
     path = os.path.join(workdir, sha[:12])
-    if not os.path.isdir(path):
-        subprocess.run(["git", "clone", "--quiet", "--no-checkout", REPO, path], check=True)
-        subprocess.run(["git", "-C", path, "checkout", "--quiet", "--detach", sha], check=True)
+    if not os.path.isdir(path):  # made aside and renamed: a second chain never sees a clone half made
+        making = f"{path}.{os.getpid()}"
+        subprocess.run(["git", "clone", "--quiet", "--no-checkout", REPO, making], check=True)
+        subprocess.run(["git", "-C", making, "checkout", "--quiet", "--detach", sha], check=True)
+        try:
+            os.rename(making, path)
+        except OSError:  # another process's clone came first
+            shutil.rmtree(making)
     for name in os.listdir(os.path.join(REPO, "dataset")):
         source, link = os.path.join(REPO, "dataset", name), os.path.join(path, "dataset", name)
         if os.path.isdir(source) and not os.path.lexists(link):
