@@ -202,8 +202,9 @@ def test_recbole_splits_leave_one_out_and_filters_nothing(tmp_path, name, filena
     sequences = random_sequences(rng, 40, 30, lengths)
     assert {len(s) for s in sequences.values()} == set(lengths)
     convert(name, write(tmp_path / filename, text(sequences)), str(tmp_path / "data"))
+    # the dataset's split with RecBole's prefix rows: not SASRec's tuned settings for it (all-position training)
     config = Config(model="SASRec", dataset=name,
-                    config_dict={"data_path": str(tmp_path / "data"), "state": "WARNING"})
+                    config_dict={"data_path": str(tmp_path / "data"), "state": "WARNING", "model_dataset_config": False})
     dataset = create_dataset(config)
     items = {i for s in sequences.values() for i in s}
     assert (dataset.user_num, dataset.item_num) == (len(sequences) + 1, len(items) + 1)  # + padding id
