@@ -35,6 +35,7 @@ anchors.yaml, or is computed from them.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -372,7 +373,8 @@ def knob_spreads(trials, epochs):
             groups.setdefault(name, {}).setdefault(json.dumps(value, sort_keys=True), []).append(score)
     spreads = []
     for name, by_value in groups.items():
-        means = {value: sum(scores) / len(scores) for value, scores in by_value.items()}
+        # fsum: the same rounding on every Python (3.12's sum() compensates, 3.11's does not)
+        means = {value: math.fsum(scores) / len(scores) for value, scores in by_value.items()}
         if len(means) > 1:
             best = max(means, key=means.get)
             spreads.append((name, means[best] - min(means.values()), json.loads(best)))
