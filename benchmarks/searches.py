@@ -69,6 +69,21 @@ def recorded(path):
     return sum(done.values())
 
 
+def drop_failed(path):
+    """Leave out a trials file's failed trials (a worker killed): the searches' code (083e07c) counts
+    every recorded trial as done, so a failed one runs again, from its saved state, only once its line
+    is gone."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("status") != "error"]
+    if len(kept) < len(lines):
+        with open(f"{path}.tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(f"{path}.tmp", path)
+
+
 def read_space(path):
     """A search-space file's ``choice`` lists by name (every tuned space is made of choices)."""
     from masan_recbole.quick_start import read_search_space
@@ -225,6 +240,7 @@ def main(argv=None):
             continue
         try:
             trials_file = trials_path(args.dataset, model)
+            drop_failed(trials_file)
             done = recorded(trials_file)
             if done >= budget["num_samples"]:
                 print(f"{args.dataset} {model}: {done} trials recorded, finished")
@@ -256,6 +272,7 @@ def widen(dataset, model, matrix, workdir, max_concurrent):
         with open(space_file, "w") as f:
             f.write(text)
     trials_file = trials_path(dataset, model, widened=True)
+    drop_failed(trials_file)
     size = len(read_space(space_file)["widened"])
     if recorded(trials_file) >= size:
         print(f"{dataset} {model}: widened search finished ({size} trials)")

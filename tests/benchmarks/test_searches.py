@@ -91,3 +91,12 @@ def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_con
     text = (tmp_path / "configs" / "MASAN" / "lastfm.yaml").read_text()
     assert "sample 1 of lastfm-MASAN-widened.jsonl" in text and "(0.0600;" in text and "code def" in text
     assert yaml.safe_load(text) == {**base, "learning_rate": 0.001, "hidden_size": 256}
+
+
+def test_failed_trials_are_dropped_so_that_the_searches_code_runs_them_again(tmp_path):
+    path = tmp_path / "lastfm-MASAN.jsonl"
+    write_trials(path, [{"sample": 0, "status": "tested"}, {"sample": 1, "status": "error"}, {"sample": 2, "status": "stopped"}])
+    searches.drop_failed(str(path))
+    assert [line for line in path.read_text().splitlines()] == ['{"sample": 0, "status": "tested"}',
+                                                               '{"sample": 2, "status": "stopped"}']
+    searches.drop_failed(str(tmp_path / "none.jsonl"))  # no file yet: nothing to do
