@@ -29,6 +29,7 @@ import yaml
 
 from benchmarks.run_lock import claim, holder, release
 from masan_recbole.registry import is_plugin_model
+from masan_recbole.tuning import flatten_bundles
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MATRIX = os.path.join(REPO, "benchmarks", "searches.yaml")
@@ -153,14 +154,6 @@ def widened_space_text(dataset, model, best, space, beyond, trials_path):
     return "\n".join(lines) + "\n"
 
 
-def flat_settings(params):
-    """A trial's settings as config keys (a choice of dicts sets its dict's keys)."""
-    flat = {}
-    for name, value in params.items():
-        flat.update(value if isinstance(value, dict) else {name: value})
-    return flat
-
-
 def print_winners():
     with open(MATRIX) as f:
         matrix = yaml.safe_load(f)
@@ -188,15 +181,22 @@ def print_winners():
                       + (f"; best valid {top['best_valid_score']:.4f} {json.dumps(top['params']['widened'])}" if top else ""))
 
 
-def search_command(clone, dataset, model, budget, trials_file, max_concurrent, address):
+def search_command(clone, dataset, model, budget, trials_file, max_concurrent, address, space_file=None):
+    """run_hyper.py's command for a first search (ASHA over budget's draws) or, given the widened
+    ``space_file``, for its widened search (--grid, no ASHA); the same data config, epochs and seed."""
+    if space_file is None:
+        space, name = os.path.join(clone, "configs", "hyper", "tuned", model + ".test"), f"{dataset}-{model}"
+        sampling = ["--num_samples", str(budget["num_samples"]), "--search_seed", str(budget["search_seed"]),
+                    "--asha", "--grace_period", str(budget["grace_period"])]
+    else:
+        space, name, sampling = space_file, f"{dataset}-{model}-widened", ["--grid"]
     command = [sys.executable, os.path.join(clone, "run_hyper.py"), "--tool", "ray", f"--model={model}",
-               f"--dataset={dataset}", f"--params_file={os.path.join(clone, 'configs', 'hyper', 'tuned', model + '.test')}",
+               f"--dataset={dataset}", f"--params_file={space}",
                # the data config named for every model, RecBole's included
                f"--config_files={os.path.join(clone, 'configs', 'dataset', dataset + '.yaml')}",
-               "--num_samples", str(budget["num_samples"]), "--search_seed", str(budget["search_seed"]),
-               "--asha", "--grace_period", str(budget["grace_period"]), "--cpus_per_trial", "1",
+               *sampling, "--cpus_per_trial", "1",
                "--max_concurrent", str(max_concurrent), "--trials_file", trials_file,
-               "--output_file", os.path.join(clone, f"hyper_result-{dataset}-{model}.txt"),
+               "--output_file", os.path.join(clone, f"hyper_result-{name}.txt"),
                "--storage_path", os.path.join(clone, "saved", "ray"),
                f"--epochs={budget['epochs']}", f"--stopping_step={budget['stopping_step']}", f"--seed={budget['seed']}"]
     if os.path.exists(trials_file) and os.path.getsize(trials_file):
@@ -262,9 +262,10 @@ def widen(dataset, model, matrix, workdir, max_concurrent):
     when the winner took no end that can widen."""
     space_file = widened_space_path(dataset, model)
     if not os.path.exists(space_file):
-        best, _ = winner(trials_path(dataset, model), read_space(os.path.join(SPACES, f"{model}.test")))
-        text = best and widened_space_text(dataset, model, best, read_space(os.path.join(SPACES, f"{model}.test")),
-                                           matrix["widen"]["beyond"], trials_path(dataset, model))
+        space = read_space(os.path.join(SPACES, f"{model}.test"))
+        best, _ = winner(trials_path(dataset, model), space)
+        text = best and widened_space_text(dataset, model, best, space, matrix["widen"]["beyond"],
+                                           trials_path(dataset, model))
         if not text:
             print(f"{dataset} {model}: the winner took no end that widens")
             return
@@ -278,22 +279,11 @@ def widen(dataset, model, matrix, workdir, max_concurrent):
         print(f"{dataset} {model}: widened search finished ({size} trials)")
         return
     clone = clone_at(str(matrix["widen"]["commit"]), workdir)
-    command = widened_command(clone, dataset, model, matrix["budget"], space_file, trials_file, max_concurrent)
+    command = search_command(clone, dataset, model, matrix["budget"], trials_file, max_concurrent, None, space_file)
     print(f"{dataset} {model}: widened search, {recorded(trials_file)} of {size} trials recorded; running\n  "
           + " ".join(command), flush=True)
     # a local Ray of the clone's code: a Ray started elsewhere would run its own
     subprocess.run(command, cwd=clone, env={**os.environ, "PYTHONPATH": clone, "OMP_NUM_THREADS": "1"}, check=False)
-
-
-def widened_command(clone, dataset, model, budget, space_file, trials_file, max_concurrent):
-    command = [sys.executable, os.path.join(clone, "run_hyper.py"), "--tool", "ray", f"--model={model}",
-               f"--dataset={dataset}", f"--params_file={space_file}",
-               f"--config_files={os.path.join(clone, 'configs', 'dataset', dataset + '.yaml')}",
-               "--grid", "--cpus_per_trial", "1", "--max_concurrent", str(max_concurrent), "--trials_file", trials_file,
-               "--output_file", os.path.join(clone, f"hyper_result-{dataset}-{model}-widened.txt"),
-               "--storage_path", os.path.join(clone, "saved", "ray"),
-               f"--epochs={budget['epochs']}", f"--stopping_step={budget['stopping_step']}", f"--seed={budget['seed']}"]
-    return command + (["--resume"] if os.path.exists(trials_file) and os.path.getsize(trials_file) else [])
 
 
 def tuned_winner(dataset, model, matrix):
@@ -309,8 +299,9 @@ def tuned_winner(dataset, model, matrix):
             return None
         files.append(trials_path(dataset, model, widened=True))
     else:
-        best, _ = winner(first, read_space(os.path.join(SPACES, f"{model}.test")))
-        if widened_choices(best["params"], read_space(os.path.join(SPACES, f"{model}.test")), matrix["widen"]["beyond"]):
+        space = read_space(os.path.join(SPACES, f"{model}.test"))
+        best, _ = winner(first, space)
+        if widened_choices(best["params"], space, matrix["widen"]["beyond"]):
             return None  # its widened search has not begun
     trials = [(r, path) for path in files for r in read_records(path)]
     best, path = max(trials, key=lambda pair: pair[0]["best_valid_score"])
@@ -327,7 +318,7 @@ def tuned_config_text(dataset, model, best, path, files, valid_metric):
             "# Test figures: docs/results.md (tuned). " + (
                 f"Loaded for --model={model} --dataset={dataset}; model_dataset_config: false leaves it out."
                 if is_plugin_model(model) else f"RecBole's {model}: give it with --config_files.")]
-    return "\n".join(head) + "\n" + yaml.safe_dump(flat_settings(best["params"]), sort_keys=False)
+    return "\n".join(head) + "\n" + yaml.safe_dump(flatten_bundles(best["params"]), sort_keys=False)
 
 
 def write_configs(matrix, datasets):

@@ -22,6 +22,9 @@ def test_each_search_gets_the_budget_its_data_config_and_resumes_from_its_trials
     assert searches.recorded(str(trials)) == 1  # the failed trial is still to run
     again = searches.search_command("/clone", "lastfm", "MASAN", budget, str(trials), 2, "auto")
     assert again[-3:] == ["--resume", "--address", "auto"]
+    widened = searches.search_command("/clone", "lastfm", "MASAN", budget, str(tmp_path / "w.jsonl"), 1, None, "/w.test")
+    assert "--grid" in widened and "--asha" not in widened and "--num_samples" not in widened
+    assert "--params_file=/w.test" in widened and f"--epochs={budget['epochs']}" in widened
     # every model of every dataset has a search space, and the budget covers the minimum
     for models in matrix["datasets"].values():
         for model in models:
@@ -84,7 +87,7 @@ def test_a_finished_search_widens_each_end_one_step_and_its_best_becomes_the_con
     monkeypatch.setattr(searches, "clone_at", lambda commit, workdir: pytest.fail("its trials are recorded"))
     searches.widen("lastfm", "MASAN", matrix, str(tmp_path), 1)  # writes the space; both trials are recorded
     space_file = tmp_path / "spaces" / "widened" / "lastfm-MASAN.test"
-    grid = [searches.flat_settings(s) for s in tuning.grid_samples(read_search_space(str(space_file)))]
+    grid = [tuning.flatten_bundles(s) for s in tuning.grid_samples(read_search_space(str(space_file)))]
     base = {"k_interests": 20, "attn_padding_mask": False, "length_bucketing": False}
     assert grid == [{**base, "learning_rate": 0.0002, "hidden_size": 128}, {**base, "learning_rate": 0.001, "hidden_size": 256}]
     searches.write_configs(matrix, ["lastfm"])
