@@ -9,7 +9,9 @@ file per run, resumable across sessions.
 The matrix (datasets, models, seeds, settings) is benchmarks/converged.yaml; an entry named otherwise
 than its model (``MASAN-bucketed: {model: MASAN, settings: ...}``) is a variant with its own files; an
 entry with ``tuned: true`` takes the settings of configs/model/<Model>/<dataset>.yaml (written by
-``benchmarks.searches --write-configs``) and waits until that file exists. A run writes
+``benchmarks.searches --write-configs``) and waits until that file exists; its result, once the file
+holds other settings than it was trained with, is "stale": left out of the report and not trained
+again until its result file is deleted. A run writes
 ``<out>/<dataset>-<model>-seed<seed>.json`` when it ends; until then its state lives in
 ``<out>/.state/<run>/`` (not committed): ``best.pth`` (RecBole's best-validation checkpoint),
 ``latest.pth`` (the whole training state after each validated epoch) and ``progress.json`` (curve
@@ -76,6 +78,7 @@ class Run(NamedTuple):
     settings: dict
     refit: bool = False  # after early stopping, train again on training + validation rows (refit())
     waits_for: str = None  # a tuned entry's settings file, until benchmarks.searches --write-configs writes it
+    tuned_keys: tuple = ()  # the settings a tuned entry took from that file
 
 
 def tuned_settings(model, dataset, configs):
@@ -103,7 +106,8 @@ def load_matrix(path=MATRIX, configs=None):
             for seed in model_entry["seeds"]:
                 settings = {**spec.get("shared", {}), **entry.get("settings", {}), **(tuned or {}),
                             **model_entry.get("settings", {})}
-                runs.append(Run(dataset, label, model, seed, settings, bool(model_entry.get("refit", False)), waits_for))
+                runs.append(Run(dataset, label, model, seed, settings, bool(model_entry.get("refit", False)), waits_for,
+                                tuple(tuned or ())))
     return runs
 
 
@@ -577,9 +581,19 @@ def rescore_all(out, datasets=None, labels=None, threads=1):
     return status
 
 
+def stale_keys(run, record):
+    """The settings a tuned run takes from its configs/model file that its result file was trained
+    with otherwise (the file was written again after the run)."""
+    trained = record.get("settings", {})
+    return [key for key in run.tuned_keys if trained.get(key) != run.settings[key]]
+
+
 def record_state(run, record):
-    """What a run's result file says of it: "done", "refit pending" (trained, not yet refitted) or
-    "started" (to go on: more epochs than it ran, early stopping not reached)."""
+    """What a run's result file says of it: "done", "refit pending" (trained, not yet refitted),
+    "started" (to go on: more epochs than it ran, early stopping not reached) or "stale" (a tuned run
+    trained with settings its configs/model file no longer holds: not taken again on its own)."""
+    if stale_keys(run, record):
+        return "stale"
     if goes_on(record, run.settings):
         return "started"
     return "refit pending" if run.refit and not all(key in record for key in REFIT_FIELDS) else "done"
@@ -602,8 +616,18 @@ def is_done(run, out):
 
 
 def pending(runs, out):
-    """Runs to train: not done, and not waiting for a settings file."""
-    return [r for r in runs if not r.waits_for and not is_done(r, out)]
+    """Runs to train: not done, not waiting for a settings file, not stale (its result file stays
+    until someone deletes it, see stale_message)."""
+    return [r for r in runs if run_state(r, out) not in ("done", "waiting", "stale")]
+
+
+def stale_message(run, out):
+    name = run_name(run.label, run.dataset, run.seed)
+    path = os.path.join(out, f"{name}.json")
+    keys = ", ".join(stale_keys(run, read_result(path)))
+    return (f"{name}: trained with other {keys} than {os.path.relpath(os.path.join(CONFIGS, run.model, run.dataset + '.yaml'))} "
+            f"holds now; delete {os.path.relpath(path)} and {os.path.relpath(os.path.join(out, '.state', name))} "
+            "to train it with the file's settings")
 
 
 def parse_set(pairs):
@@ -641,9 +665,14 @@ def main(argv=None):
             name = run_name(run.label, run.dataset, run.seed)
             pid = holder(args.out, name)
             waits = f" for {os.path.relpath(run.waits_for)}" if run.waits_for else ""
-            print(f"{name:45} {run_state(run, args.out)}{waits}" + (f" (running, pid {pid})" if pid else ""))
+            state = run_state(run, args.out)
+            print(f"{name:45} {state}{waits}" + (f" (running, pid {pid})" if pid else "")
+                  + (f": {stale_message(run, args.out)}" if state == "stale" else ""))
         return 0
     if args.all:
+        for run in runs:
+            if run_state(run, args.out) == "stale":
+                print(stale_message(run, args.out))
         tried = set()  # a run that is still pending after its turn (it failed to finish) is not taken again
         while True:
             for run in pending(runs, args.out):
@@ -666,6 +695,8 @@ def main(argv=None):
     if entry and entry.waits_for:
         parser.error(f"{args.model} on {args.dataset} is tuned and {entry.waits_for} is not written yet: "
                      "finish its searches, then python -m benchmarks.searches --write-configs")
+    if entry and entry.seed == args.seed and run_state(entry, args.out) == "stale":
+        parser.error(stale_message(entry, args.out))
     model, base = (entry.model, entry.settings) if entry else (args.model, {})
     name = run_name(args.model, args.dataset, args.seed)
     if not claim(args.out, name):

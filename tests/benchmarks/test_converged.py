@@ -191,6 +191,35 @@ def test_a_tuned_entry_waits_for_its_settings_file_then_takes_it(tmp_path, monke
     assert capsys.readouterr().out.split() == ["lastfm-MASAN-tuned-seed1", "pending"]
 
 
+def test_a_tuned_run_whose_config_changed_is_stale_and_not_trained_again_on_its_own(tmp_path, monkeypatch, capsys):
+    """A result trained with settings its configs/model file no longer holds is neither reported as
+    done nor overwritten: --all and --list name it and the fix, a single run refuses."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text("shared: {epochs: 3}\ndatasets:\n  lastfm:\n"
+                      "    models:\n      MASAN-tuned: {model: MASAN, seeds: [1], tuned: true, settings: {epochs: 4}}\n")
+    monkeypatch.setattr(converged, "CONFIGS", str(tmp_path / "configs"))
+    (tmp_path / "configs" / "MASAN").mkdir(parents=True)
+    config = tmp_path / "configs" / "MASAN" / "lastfm.yaml"
+    config.write_text("hidden_size: 128\nepochs: 9\n")
+    run, = converged.load_matrix(str(matrix))
+    with open(tmp_path / "lastfm-MASAN-tuned-seed1.json", "w") as f:
+        json.dump({"settings": run.settings, "stopped_early": True, "epochs_run": 4}, f)
+    assert converged.run_state(run, str(tmp_path)) == "done"
+    config.write_text("hidden_size: 64\nepochs: 2\n")  # epochs: the entry's own 4 still wins, not stale
+    run, = converged.load_matrix(str(matrix))
+    assert converged.stale_keys(run, json.load(open(tmp_path / "lastfm-MASAN-tuned-seed1.json"))) == ["hidden_size"]
+    monkeypatch.setattr(converged, "train", lambda *args, **kwargs: pytest.fail("a stale run was trained again"))
+    flags = ["--matrix", str(matrix), "--out", str(tmp_path)]
+    converged.main(["--list", *flags])
+    assert capsys.readouterr().out.split()[:2] == ["lastfm-MASAN-tuned-seed1", "stale:"]
+    assert converged.main(["--all", *flags]) == 0
+    assert "delete" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        converged.main(["--model", "MASAN-tuned", "--dataset", "lastfm", "--seed", "1", *flags])
+    assert "trained with other hidden_size" in capsys.readouterr().err
+    assert os.path.isfile(tmp_path / "lastfm-MASAN-tuned-seed1.json")
+
+
 def test_a_living_process_keeps_its_claim(tmp_path):
     assert run_lock.claim(str(tmp_path), "run")
     assert run_lock.holder(str(tmp_path), "run") == os.getpid()

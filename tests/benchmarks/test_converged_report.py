@@ -287,6 +287,21 @@ def test_a_run_to_go_on_or_to_refit_is_not_done(setup):
     assert report.pending_runs(runs, results) == runs[1:]
 
 
+def test_a_stale_tuned_run_is_left_out_of_the_figures_and_named(setup):
+    from benchmarks.converged import Run
+
+    trained = dict(result("MASAN", 2020, 0.03, 0.06, MASAN_2020), settings={"hidden_size": 128})
+    results = {"toyset": {"MASAN-tuned": {2020: trained}}}
+    now = Run("toyset", "MASAN-tuned", "MASAN", 2020, {"hidden_size": 64}, tuned_keys=("hidden_size",))
+    kept, stale = report.without_stale(results, [now])
+    assert kept == {"toyset": {}} and stale == [now]
+    assert results["toyset"]["MASAN-tuned"][2020] is trained  # the caller's results are not changed
+    text = report.report(results, {}, {}, [now], {})
+    assert "Left out as stale" in text and "toyset MASAN-tuned (seed 2020)" in text
+    same = now._replace(settings={"hidden_size": 128})
+    assert report.without_stale(results, [same]) == (results, [])
+
+
 def test_every_figure_of_the_findings_is_in_the_generated_tables():
     """The findings are written by hand; their figures must be ones the generated part holds, so a
     regenerated table that moves a figure fails here until the sentence is rewritten."""
