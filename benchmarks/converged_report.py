@@ -381,11 +381,19 @@ def knob_spreads(trials, epochs):
     return sorted(spreads, key=lambda spread: -spread[1])
 
 
-def knobs_line(model, first, epochs, shown=3):
+def knob_value(value):
+    """A setting's value as the report writes it; a bundle of settings tried together (MASAN's padding
+    rule) as its members, ``attn_padding_mask=True/length_bucketing=True``."""
+    if isinstance(value, dict):
+        return "/".join(f"{name}={member}" for name, member in value.items())
+    return str(value)
+
+
+def knobs_line(model, first, epochs, shown=None):
     spreads = knob_spreads(first or [], epochs)[:shown]
     if not spreads:
         return None
-    return f"- {model}: " + ", ".join(f"{name} {spread:.4f} (best {value})" for name, spread, value in spreads)
+    return f"- {model}: " + ", ".join(f"{name} {spread:.4f} (best {knob_value(value)})" for name, spread, value in spreads)
 
 
 def tuned_cells(seeds):
@@ -420,7 +428,8 @@ def tuned_section(dataset, runs, searches, published, published_excluded, protoc
     if any(knobs):
         lines += [f"Settings that moved the first search's validation score: for each setting, the mean score after "
                   f"{searches['grace']} epochs (every trial runs them) of the trials that took each value; the gap between "
-                  "the best and the worst value, the three widest per model (a dozen trials: indicative only).", ""]
+                  "the best and the worst value, widest first (a dozen trials drawn at random, so settings are mixed "
+                  "in each mean: indicative only).", ""]
         lines += [line for line in knobs if line] + [""]
     if published:
         lines += ["Published, full ranking:", ""] + published_table(published, TUNED_METRICS) + [""]

@@ -420,3 +420,9 @@ def test_the_settings_that_moved_the_score_are_ranked_by_the_gap_between_their_v
     assert [(name, round(gap, 6), best) for name, gap, best in spreads] == [
         ("learning_rate", 0.2, 0.01), ("hidden_size", 0.1, 64)]  # a setting of one value is no finding
     assert report.knobs_line("SASRec", trials, 2, shown=1) == "- SASRec: learning_rate 0.2000 (best 0.01)"
+    assert report.knobs_line("SASRec", trials, 2) == (
+        "- SASRec: learning_rate 0.2000 (best 0.01), hidden_size 0.1000 (best 64)")
+    bundled = [dict(t, params={"padding": {"attn_padding_mask": i % 2 == 0, "length_bucketing": i % 2 == 0}})
+               for i, t in enumerate(trials)]  # masked 0.25 against unmasked 0.15
+    assert report.knobs_line("MASAN", bundled, 2) == (
+        "- MASAN: padding 0.1000 (best attn_padding_mask=True/length_bucketing=True)")
