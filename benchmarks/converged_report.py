@@ -396,6 +396,22 @@ def knobs_line(model, first, epochs, shown=None):
     return f"- {model}: " + ", ".join(f"{name} {spread:.4f} (best {knob_value(value)})" for name, spread, value in spreads)
 
 
+def widened_line(model, first, widened):
+    """What a model's widened search tried, against its first search's best: each trial's moved setting
+    (the one its ``widened`` bundle holds otherwise than that best) and its best validation score."""
+    if not first or not widened:
+        return None
+    best = max(first, key=lambda t: t["best_valid_score"])  # the earlier of equal scores, as searches.winner
+    tried, top = [], max(t["best_valid_score"] for t in widened)
+    for trial in sorted(widened, key=lambda t: t["sample"]):
+        moved = ", ".join(f"{name} {value}" for name, value in trial["params"]["widened"].items()
+                          if best["params"].get(name) != value)
+        won = trial["best_valid_score"] == top and top > best["best_valid_score"]
+        tried.append(f"{moved} {trial['best_valid_score']:.4f}" + (" (best of both searches, at the widened "
+                                                                     "end: not widened again)" if won else ""))
+    return f"- {model} (first search's best {best['best_valid_score']:.4f}): " + "; ".join(tried)
+
+
 def tuned_cells(seeds):
     """A tuned run's test figures under RecBole's protocol and the papers', and its seeds done."""
     if not seeds:
@@ -431,6 +447,12 @@ def tuned_section(dataset, runs, searches, published, published_excluded, protoc
                   "the best and the worst value, widest first (a dozen trials drawn at random, so settings are mixed "
                   "in each mean: indicative only).", ""]
         lines += [line for line in knobs if line] + [""]
+    widenings = [widened_line(model, *trials) for model, trials in searches["trials"][dataset].items()]
+    if any(widenings):
+        lines += ["Widened searches: where a first search's best took the first or last value of a numeric setting, "
+                  "one trial with that setting one step beyond, the best's other settings kept; each trial's moved "
+                  "setting and its best validation score.", ""]
+        lines += [line for line in widenings if line] + [""]
     if published:
         lines += ["Published, full ranking:", ""] + published_table(published, TUNED_METRICS) + [""]
     if published_excluded:

@@ -426,3 +426,19 @@ def test_the_settings_that_moved_the_score_are_ranked_by_the_gap_between_their_v
                for i, t in enumerate(trials)]  # masked 0.25 against unmasked 0.15
     assert report.knobs_line("MASAN", bundled, 2) == (
         "- MASAN: padding 0.1000 (best attn_padding_mask=True/length_bucketing=True)")
+
+
+def test_a_widened_search_names_each_trial_s_moved_setting_and_a_widened_winner():
+    def searched(sample, score, **params):
+        return {"sample": sample, "params": params, "best_valid_score": score}
+
+    first = [searched(0, 0.05, learning_rate=0.001, hidden_size=64), searched(1, 0.06, learning_rate=0.005, hidden_size=128),
+             searched(2, 0.06, learning_rate=0.002, hidden_size=64)]  # equal scores: the earlier sample is the best
+    widened = [searched(1, 0.07, n_heads=1, widened={"learning_rate": 0.005, "hidden_size": 256}),
+               searched(0, 0.055, n_heads=1, widened={"learning_rate": 0.01, "hidden_size": 128})]
+    assert report.widened_line("SASRec", first, widened) == (
+        "- SASRec (first search's best 0.0600): learning_rate 0.01 0.0550; hidden_size 256 0.0700 "
+        "(best of both searches, at the widened end: not widened again)")
+    below = [dict(widened[0], best_valid_score=0.059), widened[1]]  # no widened trial beats the first search
+    assert "best of both" not in report.widened_line("SASRec", first, below)
+    assert report.widened_line("SASRec", first, None) is None and report.widened_line("SASRec", first, []) is None
