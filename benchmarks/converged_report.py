@@ -398,13 +398,14 @@ def knobs_line(model, first, epochs, shown=None):
 
 def widened_line(model, first, widened):
     """What a model's widened search tried, against its first search's best: each trial's moved setting
-    (the one its ``widened`` bundle holds otherwise than that best) and its best validation score."""
+    (the one its ``widened`` bundle, else its params, holds otherwise than that best) and its best
+    validation score."""
     if not first or not widened:
         return None
     best = max(first, key=lambda t: t["best_valid_score"])  # the earlier of equal scores, as searches.winner
     tried, top = [], max(t["best_valid_score"] for t in widened)
     for trial in sorted(widened, key=lambda t: t["sample"]):
-        moved = ", ".join(f"{name} {value}" for name, value in trial["params"]["widened"].items()
+        moved = ", ".join(f"{name} {value}" for name, value in trial["params"].get("widened", trial["params"]).items()
                           if best["params"].get(name) != value)
         won = trial["best_valid_score"] == top and top > best["best_valid_score"]
         tried.append(f"{moved} {trial['best_valid_score']:.4f}" + (" (best of both searches, at the widened "
