@@ -45,7 +45,7 @@ import yaml
 from benchmarks.converged import MATRIX, OUT, load_matrix, record_state
 from benchmarks.harness import BENCHMARKS, REPO, mean_half_range, read_result, write_figure, write_text
 from benchmarks.per_user import unpack
-from benchmarks.searches import read_records
+from benchmarks.searches import best_trial, read_records
 
 DOC = os.path.join(REPO, "docs", "results.md")
 ANCHORS = os.path.join(BENCHMARKS, "anchors.yaml")
@@ -402,7 +402,7 @@ def widened_line(model, first, widened):
     validation score."""
     if not first or not widened:
         return None
-    best = max(first, key=lambda t: t["best_valid_score"])  # the earlier of equal scores, as searches.winner
+    best = best_trial(first)
     tried, top = [], max(t["best_valid_score"] for t in widened)
     for trial in sorted(widened, key=lambda t: t["sample"]):
         moved = ", ".join(f"{name} {value}" for name, value in trial["params"].get("widened", trial["params"]).items()

@@ -104,13 +104,18 @@ def read_records(path):
     return [r for r in by_sample.values() if r.get("status") != "error" and r.get("best_valid_score") is not None]
 
 
+def best_trial(trials):
+    """The trial of best validation score (the first of equal scores: the earlier sample); None for none."""
+    return max(trials, key=lambda r: r["best_valid_score"], default=None)
+
+
 def winner(path, space):
     """The trial of best validation score in a trials file (the first of equal scores: the earlier
     sample), and the settings it took at an end of its choice list (a search that would widen)."""
     ended = read_records(path)
     if not ended:
         return None, []
-    best = max(ended, key=lambda r: r["best_valid_score"])
+    best = best_trial(ended)
     edges = [name for name, values in space.items()
              if len(values) > 2 and isinstance(values[0], (int, float)) and best["params"].get(name) in (values[0], values[-1])]
     return best, edges
@@ -176,7 +181,7 @@ def print_winners():
             space_file = widened_space_path(dataset, model)
             if os.path.exists(space_file):
                 ended = read_records(trials_path(dataset, model, widened=True))
-                top = max(ended, key=lambda r: r["best_valid_score"], default=None)
+                top = best_trial(ended)
                 print(f"  widened: {len(ended)} of {len(read_space(space_file)['widened'])} trials"
                       + (f"; best valid {top['best_valid_score']:.4f} {json.dumps(top['params']['widened'])}" if top else ""))
 
