@@ -425,6 +425,37 @@ def tuned_cells(seeds):
     return cells + [", ".join(map(str, sorted(seeds)))]
 
 
+def standard_error(record, key=PER_USER_HISTORY_EXCLUDED):
+    """(standard error of the run's test NDCG@10 mean over its users, users): how far the test users
+    drawn alone move one run's figure."""
+    values = unpack(record[key])[1]
+    return statistics.stdev(values) / math.sqrt(len(values)), len(values)
+
+
+def sampling_line(runs, published_excluded):
+    """The standard error of a test NDCG@10 under the papers' protocol (median over the tuned runs
+    holding per-user figures), and how many of them the best tuned model sits from each published
+    NDCG@10. It says how precisely one run's figure measures a model on users like these; two models
+    run on the same users share part of that error, so it bounds what the user draw explains of a
+    gap between them rather than measuring it."""
+    tuned = {label: seeds for label, seeds in runs.items() if label.endswith(TUNED)}
+    errors = [standard_error(r) for seeds in tuned.values() for r in seeds.values() if r.get(PER_USER_HISTORY_EXCLUDED)]
+    published = [a for a in published_excluded if a["metric"] == "ndcg@10"]
+    means = {label: statistics.mean(r[HISTORY_RESULT]["ndcg@10"] for r in seeds.values())
+             for label, seeds in tuned.items() if all(r.get(HISTORY_RESULT) for r in seeds.values())}
+    if not (errors and published and means):
+        return None
+    error = statistics.median(e for e, _ in errors)
+    users = max(n for _, n in errors)
+    best = max(means, key=means.get)
+    gaps = "; ".join(f"{abs(a['value'] - means[best]) / error:.1f} standard errors "
+                     f"{'below' if means[best] < a['value'] else 'above'} {a['model']}'s {a['value']:.4f}"
+                     for a in published)
+    return (f"Sampling error: under the papers' protocol a test NDCG@10 is a mean over {users:,} users, with a "
+            f"standard error of {error:.4f} (the users' standard deviation over the square root of their number; "
+            f"median over {len(errors)} tuned runs), the precision of one run's figure. The best tuned model, {best} at {means[best]:.4f}, is {gaps}.")
+
+
 def tuned_section(dataset, runs, searches, published, published_excluded, protocols):
     """The searches of searches.yaml and the <Model>-tuned runs, the published figures again below,
     and the paired tests of tuned against tuned."""
@@ -459,6 +490,8 @@ def tuned_section(dataset, runs, searches, published, published_excluded, protoc
     if published_excluded:
         lines += [f"Published, under the papers' protocol ({protocols.get(HISTORY_EXCLUDED, HISTORY_EXCLUDED)}):", ""]
         lines += published_table(published_excluded, TUNED_METRICS) + [""]
+        sampling = sampling_line(runs, published_excluded)
+        lines += [sampling, ""] if sampling else []
     recbole = paired_tests(runs, pairs=TUNED_PAIRS)
     papers = paired_tests(runs, PER_USER_HISTORY_EXCLUDED, pairs=TUNED_PAIRS)
     if recbole or papers:
