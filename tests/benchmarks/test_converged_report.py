@@ -3,6 +3,7 @@ is scipy's, the hand-written text around the markers survives, and a pair missin
 
 import json
 import os
+import statistics
 
 import pytest
 import yaml
@@ -445,7 +446,6 @@ def test_a_widened_search_names_each_trial_s_moved_setting_and_a_widened_winner(
 
 
 def test_the_gap_to_a_published_figure_is_given_in_standard_errors_of_the_test_users(tuned):
-    import statistics
     part = tuned_part(generate(tuned))
     # the two tuned runs with per-user figures under the papers' protocol: their standard errors' median
     error = statistics.median([statistics.stdev(MASAN_2020) / 40 ** 0.5, statistics.stdev(LIGHTSANS_2020) / 40 ** 0.5])
