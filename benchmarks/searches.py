@@ -319,7 +319,7 @@ def tuned_config_text(dataset, model, best, path, files, valid_metric):
             f"# ({best['best_valid_score']:.4f}; the earlier trial of equal scores) of "
             + " and ".join(os.path.relpath(f, REPO) for f in files) + ":",
             f"# sample {best['sample']} of {os.path.basename(path)}, code {str(best.get('code'))[:12]}. "
-            "Written by python -m benchmarks.searches --write-configs;",
+            "Written by python -m benchmarks.searches --write-configs.",
             "# Test figures: docs/results.md (tuned). " + (
                 f"Loaded for --model={model} --dataset={dataset}; model_dataset_config: false leaves it out."
                 if is_plugin_model(model) else f"RecBole's {model}: give it with --config_files.")]
