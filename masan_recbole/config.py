@@ -181,7 +181,8 @@ SEVERAL_TYPES = {"eval_exclude_history"}
 # Integer defaults whose key may still take a fraction (a rate or a weight).
 FRACTION_KEYS = {"learning_rate", "weight_decay", "reg_weight", "A", "lr_gamma", "alpha_eps", "alpha_fixed",
                  "initializer_range", "layer_norm_eps", "hidden_dropout_prob", "attn_dropout_prob", "dropout_prob",
-                 "threshold", "ahff_quantile", "ahff_dropout", "lambda", "temperature", "tau"}
+                 "threshold", "ahff_quantile", "ahff_dropout", "lambda", "temperature", "tau",
+                 "global_ratio"}  # FEARec's share of frequencies: a fraction though its default is 1
 
 
 def check_settings(config):

@@ -75,6 +75,15 @@ def test_wrong_config_types_are_named(tiny_config, key, value, expected):
         create_dataset(config)  # before any data loads
 
 
+def test_fractions_with_a_whole_default_pass_the_type_check(tiny_config):
+    from recbole.data import create_dataset
+
+    # FEARec's global_ratio defaults to 1 but takes any fraction; the tuned search draws 0.4 to 1.0
+    config = Config(model="FEARec", dataset="synth", config_dict=dict(tiny_config, global_ratio=0.6))
+    create_dataset(config)
+    assert config["global_ratio"] == 0.6
+
+
 @pytest.mark.slow
 def test_a_registered_model_gets_its_own_trainer_and_aliases(tiny_config):
     from recbole.quick_start import run_recbole
